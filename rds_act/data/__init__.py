@@ -1,0 +1,5 @@
+from rds_act.data.base import TaskDataModule
+from rds_act.data.rpc import RPCDataModule
+from rds_act.data.sparse_transform import SparseTransformDataModule
+
+__all__ = ["TaskDataModule", "RPCDataModule", "SparseTransformDataModule"]

@@ -1,0 +1,125 @@
+"""ACTLitModule: the one LightningModule, pairing the DynTRM backbone with one ACT strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch import Tensor, nn
+
+from rds_act.act.base import ACTStrategy, StepStack, first_exit
+from rds_act.losses import TaskLoss
+from rds_act.metrics import ExitRecord, StepCurves, effective_rank, exit_metrics
+from rds_act.models.dyntrm import DynTRM
+
+EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
+
+
+class ACTLitModule(LightningModule):
+    """Trains by unrolling all ``T_max`` steps and handing the stack to the strategy; evaluates by
+    halting each sample on its own and scoring it with its own prediction at its own exit step.
+
+    ``exit_rule`` (default: the strategy's own ``halt``) decides exits at evaluation.
+    """
+
+    def __init__(
+        self,
+        model: DynTRM,
+        strategy: ACTStrategy,
+        task_loss: TaskLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        ood_T_max: int | None = None,
+        exit_rule: Callable | None = None,
+        run_config: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.model, self.strategy, self.task_loss = model, strategy, task_loss
+        self.optimizer_factory = optimizer
+        self.exit_rule = exit_rule if exit_rule is not None else strategy
+        self.ood_T_max = int(ood_T_max or model.T_max)
+        self.run_config = run_config or {}
+        regression = task_loss.kind == "regression"
+        self.metrics = nn.ModuleDict(
+            {split: exit_metrics(split, regression) for split in ("val", "test", "ood")}
+        )
+        self.curves = StepCurves(model.T_max)
+        self._erank: list[Tensor] | None = None
+
+    # -- shared -------------------------------------------------------------------------------
+    def steps_for(self, split: str) -> int:
+        return self.ood_T_max if split == "ood" else self.model.T_max
+
+    def stack(self, batch: dict[str, Tensor], steps: int | None = None) -> StepStack:
+        """Unroll the backbone and score every step with the task loss."""
+        unrolled = self.model.unroll(batch, steps)
+        losses = self.task_loss.loss(unrolled.preds, batch)
+        with torch.no_grad():
+            correct = self.task_loss.correct(unrolled.preds, batch)
+        return StepStack(unrolled, losses, correct)
+
+    def evaluate(self, batch: dict[str, Tensor], split: str) -> tuple[StepStack, ExitRecord]:
+        """Per-sample exits on the full stack (the masked reference used for metrics)."""
+        steps = self.steps_for(split)
+        stack = self.stack(batch, steps)
+        exit_step = first_exit(stack.unrolled, self.exit_rule, steps)
+        sq = self.task_loss.sq_error(stack.unrolled.preds, batch)
+        return stack, ExitRecord.from_stack(stack, exit_step, batch.get("steps_required"), sq)
+
+    # -- training -----------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        self.strategy.epoch = self.current_epoch
+        stack = self.stack(batch)
+        loss, logs = self.strategy.loss(stack, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"step {self.global_step} with act={self.strategy.name}; "
+                "lower optimizer.lr or check the data"
+            )
+        n = batch["index"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
+        self.log("train/final_acc", stack.correct[-1].float().mean(), batch_size=n)
+        return loss
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _eval_step(self, stage: str, batch: dict[str, Tensor], batch_idx: int, idx: int) -> None:
+        split = EVAL_SPLITS[stage][idx]
+        stack, record = self.evaluate(batch, split)
+        self.metrics[split].update(record)
+        if split == "val":
+            self.curves.update(stack)
+            if batch_idx == 0:
+                self._erank = [effective_rank(s) for s in stack.unrolled.summaries]
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        for split in EVAL_SPLITS[stage]:
+            self.log_dict(self.metrics[split].compute())
+            self.metrics[split].reset()
+        if stage == "validate" and self._erank is not None:
+            curves = {f"val_curve/{k}": v for k, v in self.curves.compute().items()}
+            curves.update({f"val_curve/erank_t{t + 1:02d}": v for t, v in enumerate(self._erank)})
+            self.log_dict(curves)
+            self.curves.reset()
+            self._erank = None
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("validate", batch, batch_idx, dataloader_idx)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("validate")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(params=self.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rds_act_config"] = self.run_config

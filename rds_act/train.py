@@ -1,0 +1,54 @@
+"""``rds-act-train``: compose a config with Hydra, fit with Lightning, write metrics.json."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from rds_act.build import (
+    CONF_DIR,
+    build_module,
+    build_trainer,
+    check_group_choices,
+    collect_metrics,
+    one_line_errors,
+    print_metrics,
+    write_metrics,
+)
+
+
+@one_line_errors
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test on the best checkpoint; returns the flat metric dict written to disk."""
+    L.seed_everything(cfg.seed, workers=True)
+    module, datamodule = build_module(cfg)
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = collect_metrics(trainer, ("val", "ood"))
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update(collect_metrics(trainer, ("test", "ood")))
+    path = write_metrics(metrics, HydraConfig.get().runtime.output_dir)
+    print_metrics(metrics)
+    print(f"metrics: {path}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+def main() -> None:
+    one_line_errors(check_group_choices)(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
