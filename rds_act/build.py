@@ -13,6 +13,7 @@ from typing import Any
 
 import hydra
 from lightning import Callback, LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -73,16 +74,21 @@ def build_module(cfg: DictConfig, exit_rule: Any = None) -> tuple[ACTLitModule, 
         raise ConfigError(f"task.ood_T_max={ood_T_max} must be >= T_max={model.T_max}")
     module = ACTLitModule(
         model, strategy, task_loss, optimizer, ood_T_max=ood_T_max, exit_rule=exit_rule,
-        run_config=OmegaConf.to_container(cfg, resolve=True),
+        run_config=OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+        ),
     )
     return module, datamodule
 
 
 def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> Trainer:
     callbacks: list[Callback] = []
+    bar_on = cfg.trainer.get("enable_progress_bar", True)
     if with_callbacks:
         for conf in (cfg.get("callbacks") or {}).values():
-            callbacks.append(hydra.utils.instantiate(conf))
+            callback = hydra.utils.instantiate(conf)
+            if bar_on or not isinstance(callback, ProgressBar):  # trainer.enable_progress_bar wins
+                callbacks.append(callback)
     loggers: list[Logger] = [
         hydra.utils.instantiate(conf) for conf in (cfg.get("logger") or {}).values()
     ]

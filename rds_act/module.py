@@ -57,13 +57,16 @@ class ACTLitModule(LightningModule):
         losses = self.task_loss.loss(unrolled.preds, batch)
         with torch.no_grad():
             correct = self.task_loss.correct(unrolled.preds, batch)
-        return StepStack(unrolled, losses, correct)
+        return StepStack(unrolled, losses, correct, self.task_loss)
 
     def evaluate(self, batch: dict[str, Tensor], split: str) -> tuple[StepStack, ExitRecord]:
         """Per-sample exits on the full stack (the masked reference used for metrics)."""
         steps = self.steps_for(split)
         stack = self.stack(batch, steps)
-        exit_step = first_exit(stack.unrolled, self.exit_rule, steps)
+        if hasattr(self.exit_rule, "exit_steps"):  # rules that need the whole stack (oracle)
+            exit_step = self.exit_rule.exit_steps(stack)
+        else:
+            exit_step = first_exit(stack.unrolled, self.exit_rule, steps)
         sq = self.task_loss.sq_error(stack.unrolled.preds, batch)
         return stack, ExitRecord.from_stack(stack, exit_step, batch.get("steps_required"), sq)
 

@@ -16,12 +16,14 @@ class StepStack:
     """What a strategy's loss sees: the model's per-step outputs plus per-step task scores.
 
     ``losses[t-1, b]`` is sample b's task loss at step t (carries grad where the step did);
-    ``correct[t-1, b]`` says whether that step's prediction is right.
+    ``correct[t-1, b]`` says whether that step's prediction is right; ``task_loss`` is the
+    ``rds_act.losses.TaskLoss`` that produced them.
     """
 
     unrolled: Unrolled
     losses: Tensor
     correct: Tensor
+    task_loss: Any = None  # the TaskLoss that scored the steps, for strategies that re-score mixes
 
     @property
     def steps(self) -> int:

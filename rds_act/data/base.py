@@ -36,7 +36,9 @@ class TaskDataModule(LightningDataModule):
     """Base datamodule: subclasses implement ``make_sample(rng, split) -> dict`` of numpy arrays.
 
     Every batch carries ``index`` and ``steps_required``. Validation serves [val, ood] and test
-    serves [test, ood]; ``ood_T_max`` is the step budget used on the ood split.
+    serves [test, ood]. With ``fresh_train`` each epoch trains on new samples (indices
+    ``epoch * n_train + i``; needs the trainer's ``reload_dataloaders_every_n_epochs=1``), so a
+    small model cannot pass by memorising a fixed training set.
     """
 
     name = "task"
@@ -51,6 +53,7 @@ class TaskDataModule(LightningDataModule):
         eval_batch_size: int = 512,
         seed: int = 0,
         num_workers: int = 0,
+        fresh_train: bool = True,
     ):
         super().__init__()
         sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_ood": n_ood,
@@ -60,18 +63,20 @@ class TaskDataModule(LightningDataModule):
                 raise ConfigError(f"task.datamodule.{key}={value} must be a positive integer")
         self.sizes = {"train": n_train, "val": n_val, "test": n_test, "ood": n_ood}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.seed, self.num_workers = seed, num_workers
+        self.seed, self.num_workers, self.fresh_train = seed, num_workers, fresh_train
+        self._train_epoch = 0
         self.data: dict[str, TensorDictDataset] = {}
 
     def make_sample(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def make_split(self, split: str, n: int | None = None) -> dict[str, Tensor]:
-        """Generate ``n`` samples of ``split`` (deterministic in seed, split and index)."""
+    def make_split(self, split: str, n: int | None = None, start: int = 0) -> dict[str, Tensor]:
+        """Samples ``start .. start+n-1`` of ``split`` (deterministic in seed, split and index)."""
         n = self.sizes[split] if n is None else n
-        rows = [self.make_sample(sample_rng(self.seed, split, i), split) for i in range(n)]
+        index = range(start, start + n)
+        rows = [self.make_sample(sample_rng(self.seed, split, i), split) for i in index]
         out = {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in rows[0]}
-        out["index"] = torch.arange(n)
+        out["index"] = torch.arange(start, start + n)
         return out
 
     def setup(self, stage: str | None = None) -> None:
@@ -87,6 +92,11 @@ class TaskDataModule(LightningDataModule):
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if self.fresh_train and epoch != self._train_epoch:
+            n = self.sizes["train"]
+            self.data["train"] = TensorDictDataset(self.make_split("train", n, epoch * n))
+            self._train_epoch = epoch
         return self._loader("train", True)
 
     def val_dataloader(self) -> list[DataLoader]:

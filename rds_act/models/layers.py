@@ -70,20 +70,22 @@ class PairTokenEncoder(nn.Module):
     """Embeds a set of (key, value) symbol pairs plus a final query row, one token per row.
 
     One token per slot means a single attention hop can read a slot's value by matching its key,
-    so one recursive step can follow one pointer.
+    so one recursive step can follow one pointer. Keys and values share one symbol table (values
+    pass through one learned projection), so "this value names that key" is known by construction
+    instead of having to be learned symbol by symbol.
     """
 
     def __init__(self, vocab_size: int, d_model: int):
         super().__init__()
-        self.key = nn.Embedding(vocab_size + 1, d_model)  # last id = padding
-        self.value = nn.Embedding(vocab_size + 1, d_model)
+        self.symbol = nn.Embedding(vocab_size + 1, d_model)  # last id = padding
+        self.value_proj = nn.Linear(d_model, d_model, bias=False)
         self.role = nn.Embedding(2, d_model)  # 0 = memory slot, 1 = query
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         x = batch["x"]  # [B, S, 2]
         role = torch.zeros(x.shape[1], dtype=torch.long, device=x.device)
         role[-1] = 1
-        return self.key(x[..., 0]) + self.value(x[..., 1]) + self.role(role)
+        return self.symbol(x[..., 0]) + self.value_proj(self.symbol(x[..., 1])) + self.role(role)
 
 
 class VectorEncoder(nn.Module):

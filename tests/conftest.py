@@ -1,0 +1,34 @@
+"""Shared fixtures: compose the real configs the way the entry points do, without a Hydra app."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict, read_write
+
+from rds_act.build import CONF_DIR
+
+TINY = [
+    "task.datamodule.n_train=64", "task.datamodule.n_val=32", "task.datamodule.n_test=32",
+    "task.datamodule.n_ood=32", "task.datamodule.batch_size=16", "task.datamodule.eval_batch_size=32",
+    "model.d_model=32", "logger=none", "callbacks=none",
+]
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """``compose_cfg(*overrides, config='train')`` -> a composed config whose outputs go to tmp."""
+
+    def _compose(*overrides: str, config: str = "train"):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name=config, overrides=list(overrides), return_hydra_config=True)
+        with read_write(cfg), open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

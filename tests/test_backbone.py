@@ -1,0 +1,94 @@
+"""DynTRM: shared weights across steps, grad_steps, per-sample evaluation, adaptive == masked."""
+
+from __future__ import annotations
+
+import torch
+
+from rds_act.act import PLSD, first_exit
+from rds_act.losses import CrossEntropyLoss
+from rds_act.models import DynTRM
+from rds_act.models.layers import ClassReadout, PairTokenEncoder
+from rds_act.module import ACTLitModule
+
+
+def make_model(scale: float = 1.0, **kwargs) -> DynTRM:
+    torch.manual_seed(0)
+    model = DynTRM(PairTokenEncoder(64, 32), ClassReadout(32, 64), d_model=32, n_heads=4, **kwargs)
+    with torch.no_grad():
+        for p in model.block.parameters():
+            p.mul_(scale)  # large random weights make every step predict something different
+    return model
+
+
+def batch(n: int = 12) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 64, (n, 17, 2), generator=g)
+    x[:, -1, 1] = 64
+    return {"x": x, "y": torch.randint(0, 64, (n,), generator=g),
+            "steps_required": torch.randint(1, 9, (n,), generator=g), "index": torch.arange(n)}
+
+
+def test_one_block_shared_across_steps():
+    model = make_model(T_max=8)
+    names = [n for n, _ in model.named_parameters() if n.startswith("block.")]
+    assert names and not any("1." in n.split("block.")[1][:2] for n in names)
+    out = model.unroll(batch(), steps=12)  # more steps than T_max reuse the same block
+    assert out.preds.shape == (12, 12, 64) and out.halt_logits.shape == (12, 12, 2)
+
+
+def block_grad_norm(model: DynTRM, step: int) -> float:
+    model.zero_grad()
+    model.unroll(batch()).preds[step - 1].sum().backward()
+    grads = [p.grad for p in model.block.parameters() if p.grad is not None]
+    return float(sum(g.abs().sum() for g in grads)) if grads else 0.0
+
+
+def test_grad_steps_limits_backprop_to_last_k():
+    model = make_model(T_max=6, grad_steps=2)
+    assert block_grad_norm(model, 4) == 0.0  # steps 1..4 ran under no_grad
+    assert block_grad_norm(model, 5) > 0.0
+    assert block_grad_norm(make_model(T_max=6), 4) > 0.0
+
+
+class HaltAtOwnStep:
+    """Sample b halts at step (b % T) + 1: samples exit at different steps."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def __call__(self, step, t, carry):
+        n = step.pred.shape[0]
+        idx = carry if carry is not None else torch.arange(n)
+        return (idx % self.steps) + 1 == t, idx
+
+
+def test_adaptive_forward_matches_masked_reference():
+    model = make_model(T_max=5).eval()
+    b = batch(20)
+    rule = HaltAtOwnStep(5)
+    pred, exits = model.adaptive_forward(b, rule)
+    with torch.no_grad():
+        unrolled = model.unroll(b)
+    ref_exits = first_exit(unrolled, rule)
+    assert torch.equal(exits, ref_exits) and exits.unique().numel() == 5
+    ref_pred = unrolled.preds[ref_exits - 1, torch.arange(20)]
+    torch.testing.assert_close(pred, ref_pred, atol=1e-5, rtol=1e-4)
+
+
+def test_module_scores_own_exit_step_not_post_loop_state():
+    model = make_model(scale=4.0, T_max=5).eval()
+    module = ACTLitModule(model, PLSD(), CrossEntropyLoss(), torch.optim.AdamW,
+                          exit_rule=HaltAtOwnStep(5))
+    b = batch(20)
+    with torch.no_grad():
+        unrolled = model.unroll(b)
+        per_step_pred = unrolled.preds.argmax(-1)  # [T, B]
+        # relabel so each sample is right only at its own exit step
+        exits = torch.arange(20) % 5 + 1
+        b["y"] = per_step_pred[exits - 1, torch.arange(20)]
+        _, record = module.evaluate(b, "test")
+    assert torch.equal(record.exit_step, exits)
+    assert record.correct_exit.all()
+    final_right = per_step_pred[-1] == b["y"]
+    assert record.correct_final.tolist() == final_right.tolist()
+    assert not final_right.all()

@@ -1,0 +1,142 @@
+"""Task generators: labels follow the rule, no shortcut, deterministic in (seed, split, index)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rds_act.data import RPCDataModule, SparseTransformDataModule
+from rds_act.errors import ConfigError
+
+
+def follow_chain(x: torch.Tensor) -> tuple[int, int]:
+    """Independent reference: walk the memory from the query's start key; return (answer, hops)."""
+    memory = {int(k): int(v) for k, v in x[:-1].tolist()}
+    assert len(memory) == x.shape[0] - 1, "keys must be distinct"
+    pointer, hops = int(x[-1, 0]), 0
+    while pointer in memory:
+        pointer, hops = memory[pointer], hops + 1
+    return pointer, hops
+
+
+@pytest.fixture(scope="module")
+def rpc():
+    dm = RPCDataModule(n_train=300, n_val=50, n_test=50, n_ood=300, seed=3)
+    dm.setup()
+    return dm
+
+
+@pytest.mark.parametrize("split", ["train", "ood"])
+def test_rpc_label_is_end_of_chain(rpc, split):
+    data = rpc.data[split].tensors
+    for x, y, steps in zip(data["x"], data["y"], data["steps_required"], strict=True):
+        answer, hops = follow_chain(x)
+        assert answer == int(y) and hops == int(steps)
+        assert x[-1, 1] == 64  # the query row carries the padding id, not a value
+
+
+def test_rpc_chain_lengths_cover_train_and_ood_ranges(rpc):
+    train = rpc.data["train"].tensors["steps_required"]
+    ood = rpc.data["ood"].tensors["steps_required"]
+    assert set(train.tolist()) == set(range(1, 9))
+    assert set(ood.tolist()) == set(range(1, 13))
+
+
+def test_rpc_has_no_one_step_shortcut(rpc):
+    """Guessing a value that is not a key scores at most 1/4: every memory holds >= 4 chains."""
+    for split in ("train", "ood"):
+        expected = []
+        for x in rpc.data[split].tensors["x"]:
+            keys, values = set(x[:-1, 0].tolist()), x[:-1, 1].tolist()
+            ends = [v for v in values if v not in keys]
+            assert len(ends) == len(set(ends)) >= 4
+            expected.append(1.0 / len(ends))
+        assert np.mean(expected) <= 0.25
+
+
+def test_generators_are_deterministic_per_index():
+    a = RPCDataModule(seed=7, n_train=40).make_split("train")
+    b = RPCDataModule(seed=7, n_train=80).make_split("train")
+    c = RPCDataModule(seed=8, n_train=40).make_split("train")
+    assert torch.equal(a["x"], b["x"][:40]) and torch.equal(a["y"], b["y"][:40])
+    assert not torch.equal(a["x"], c["x"])
+    s1 = SparseTransformDataModule(seed=1, variant="seed").make_split("val", 30)
+    s2 = SparseTransformDataModule(seed=1, variant="seed").make_split("val", 30)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_sparse_transform_target_is_rule_applied_count_times():
+    dm = SparseTransformDataModule(seed=0, frac=0.25, rule_seed=5)
+    data = dm.make_split("ood", 200)
+    rule = dm.rule
+    changed = np.flatnonzero(rule.mask)
+    assert len(changed) == 8 and set(rule.source) == set(changed)  # pi is a cycle inside S
+    for x, y, c in zip(data["x"], data["y"], data["count"], strict=True):
+        ref = x.numpy().astype(np.float64).copy()
+        for _ in range(int(c)):  # independent loop over the documented rule
+            new = ref.copy()
+            for i, j in zip(rule.target, rule.source, strict=True):
+                new[i] = 0.5 * ref[i] + np.tanh(ref[j])
+            ref = new
+        np.testing.assert_allclose(y.numpy(), ref, atol=1e-5)
+        untouched = np.setdiff1d(np.arange(32), changed)
+        np.testing.assert_array_equal(y.numpy()[untouched], x.numpy()[untouched])
+    assert torch.equal(data["count"], data["steps_required"])
+    assert int(data["count"].max()) > 8  # ood reaches beyond the training range
+
+
+def test_sparse_transform_needs_each_step():
+    """F^c differs from F^(c-1) on the changed coordinates: no step is a no-op."""
+    dm = SparseTransformDataModule(seed=0)
+    x = np.random.default_rng(0).standard_normal((500, 32)).astype(np.float32)
+    for c in range(1, 12):
+        diff = np.abs(dm.rule.apply(x, c) - dm.rule.apply(x, c - 1))[:, dm.rule.mask > 0]
+        assert diff.mean() > 0.01
+
+
+def test_sparse_seed_variant_hides_count():
+    data = SparseTransformDataModule(seed=0, variant="seed").make_split("train", 300)
+    assert int(data["count"].abs().sum()) == 0
+    assert set(data["steps_required"].tolist()) <= set(range(1, 10))
+    changed = (data["y"] != data["x"]).float()
+    assert torch.all(changed <= data["mask"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_hops": 14}, "max_hops=14"),
+        ({"n_val": 0}, "n_val=0"),
+    ],
+)
+def test_rpc_bad_sizes(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        RPCDataModule(**kwargs)
+
+
+def test_sparse_bad_variant():
+    with pytest.raises(ConfigError, match=r"variant='nope' is unknown; allowed"):
+        SparseTransformDataModule(variant="nope")
+
+
+def test_batches_carry_steps_required_and_index(rpc):
+    batch = next(iter(rpc.val_dataloader()[1]))
+    assert {"x", "y", "steps_required", "index"} <= set(batch)
+    assert batch["x"].shape[1:] == (17, 2)
+
+
+def test_fresh_train_samples_each_epoch_are_new_and_deterministic():
+    class FakeTrainer:
+        current_epoch = 0
+
+    dm = RPCDataModule(n_train=20, n_val=5, n_test=5, n_ood=5, seed=2)
+    dm.trainer = FakeTrainer()
+    dm.setup()
+    first = next(iter(dm.train_dataloader()))["index"]
+    FakeTrainer.current_epoch = 1
+    epoch1 = dm.train_dataloader().dataset.tensors
+    assert sorted(first.tolist()) == list(range(20))
+    assert epoch1["index"].tolist() == list(range(20, 40))
+    again = RPCDataModule(n_train=20, seed=2).make_split("train", 20, 20)
+    assert torch.equal(epoch1["x"], again["x"])

@@ -1,0 +1,97 @@
+"""t*, PLSD targets and the exit metrics on hand-built numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rds_act.act import PLSD, Fixed, StepStack, first_exit, oracle_step, step_targets
+from rds_act.metrics import ExitRecord, exit_metrics
+from rds_act.models.dyntrm import Unrolled
+
+
+def make_stack(losses, correct=None, halt=None) -> StepStack:
+    losses = torch.tensor(losses, dtype=torch.float32)
+    steps, n = losses.shape
+    halt = torch.zeros(steps, n) if halt is None else torch.tensor(halt, dtype=torch.float32)
+    logits = torch.stack([halt, torch.zeros_like(halt)], -1)
+    unrolled = Unrolled(torch.zeros(steps, n, 3), logits, torch.zeros(steps, n, 4))
+    correct = losses < 0.5 if correct is None else torch.tensor(correct)
+    return StepStack(unrolled, losses, correct)
+
+
+# three samples (columns), four steps (rows)
+LOSSES = [[2.0, 1.0, 0.9],
+          [1.0, 1.0, 0.3],
+          [0.2, 1.0, 0.3],
+          [0.4, 2.0, 0.1]]
+
+
+def test_oracle_step_is_one_based_argmin_with_earliest_tie():
+    assert oracle_step(torch.tensor(LOSSES)).tolist() == [3, 1, 4]
+
+
+def test_plsd_targets_are_step_function():
+    targets = step_targets(torch.tensor([3, 1, 4]), 4)
+    assert targets.T.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]]
+
+
+def test_plsd_loss_value():
+    stack = make_stack(LOSSES, halt=[[0.0] * 3] * 4)
+    loss, logs = PLSD(halt_weight=0.5).loss(stack, {})
+    task = torch.tensor(LOSSES).mean()
+    expected = task + 0.5 * math.log(2.0)  # BCE of logit 0 is log 2 for any target
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert logs["oracle_step"].item() == pytest.approx(8 / 3)
+
+
+def test_first_exit_uses_first_halting_step_and_forces_last():
+    # halt logits > 0 -> sigmoid > 0.5 -> halt
+    halt = [[-1, 5, -1], [3, -1, -1], [-1, 5, -1], [-1, -1, -1]]
+    stack = make_stack(LOSSES, halt=halt)
+    assert first_exit(stack.unrolled, PLSD()).tolist() == [2, 1, 4]
+    assert first_exit(stack.unrolled, Fixed()).tolist() == [4, 4, 4]
+
+
+def test_record_scores_each_sample_at_its_own_exit():
+    correct = [[True, False, False],
+               [False, True, False],
+               [False, False, True],
+               [False, False, False]]
+    stack = make_stack(LOSSES, correct=correct)
+    exits = torch.tensor([1, 2, 3])  # every sample is right exactly at its own exit
+    rec = ExitRecord.from_stack(stack, exits, steps_required=torch.tensor([1, 3, 3]))
+    assert rec.correct_exit.tolist() == [True, True, True]
+    assert rec.correct_final.tolist() == [False, False, False]  # post-loop state: all wrong
+    assert rec.loss_exit.tolist() == pytest.approx([2.0, 1.0, 0.3])
+
+
+def test_esa_csr_ige_over_under_on_hand_built_exits():
+    stack = make_stack(LOSSES)
+    exits = torch.tensor([3, 2, 4])          # t* = [3, 1, 4]
+    required = torch.tensor([2, 2, 0])        # 0 = unknown, excluded from over/under
+    metrics = exit_metrics("test")
+    metrics.update(ExitRecord.from_stack(stack, exits, steps_required=required))
+    out = {k: v.item() for k, v in metrics.compute().items()}
+    assert out["test/esa"] == pytest.approx(2 / 3)
+    assert out["test/avg_exit"] == pytest.approx(3.0)
+    assert out["test/csr"] == pytest.approx(1 - 3 / 4)
+    assert out["test/oracle_step"] == pytest.approx(8 / 3)
+    assert out["test/oracle_csr"] == pytest.approx(1 - (8 / 3) / 4)
+    # IGE = (E[l_1] - E[l_t*]) / E[t*] = ((2+1+.9)/3 - (.2+1+.1)/3) / (8/3)
+    assert out["test/ige"] == pytest.approx((3.9 - 1.3) / 3 / (8 / 3))
+    assert out["test/over_rate"] == pytest.approx(0.5)   # sample 0: exit 3 > 2
+    assert out["test/under_rate"] == pytest.approx(0.0)
+    assert out["test/avg_required"] == pytest.approx(2.0)
+
+
+def test_metrics_accumulate_across_batches():
+    metrics = exit_metrics("val")
+    stack = make_stack(LOSSES)
+    metrics.update(ExitRecord.from_stack(stack, torch.tensor([1, 1, 1])))
+    metrics.update(ExitRecord.from_stack(stack, torch.tensor([4, 4, 4])))
+    out = metrics.compute()
+    assert out["val/avg_exit"].item() == pytest.approx(2.5)
+    assert math.isnan(out["val/over_rate"].item())  # no steps_required given: undefined, not 0

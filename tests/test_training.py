@@ -1,0 +1,101 @@
+"""Training and evaluation end to end: fast_dev_run per task x strategy, metrics.json, multirun, eval."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+
+from rds_act.act import PLSD
+from rds_act.build import build_module, build_trainer
+from rds_act.train import train
+
+TASKS = ["rpc", "sparse_transform"]
+ACTS = ["fixed", "plsd"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("act", ACTS)
+def test_fast_dev_run(compose_cfg, task, act):
+    cfg = compose_cfg(f"task={task}", f"act={act}", *TINY, "trainer.fast_dev_run=true")
+    module, datamodule = build_module(cfg)
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    logged = trainer.callback_metrics
+    for split in ("test", "ood"):
+        assert 1.0 <= float(logged[f"{split}/avg_exit"]) <= (8 if split == "test" else 12)
+        assert 0.0 <= float(logged[f"{split}/acc"]) <= 1.0
+    if task == "sparse_transform":
+        assert float(logged["test/mse"]) > 0.0
+
+
+def test_train_writes_metrics_json_and_is_reproducible(compose_cfg, tmp_path):
+    overrides = [*TINY, "callbacks=default", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+    first = train(compose_cfg(*overrides))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for split in ("val", "test", "ood"):
+        for name in ("acc", "oracle_acc", "final_acc", "avg_exit", "oracle_step", "esa", "csr",
+                     "oracle_csr", "ige", "over_rate", "under_rate", "avg_required"):
+            assert f"{split}/{name}" in saved
+    assert saved["test/avg_required"] == pytest.approx(first["test/avg_required"])
+    second = train(compose_cfg(*overrides))
+    assert first == second
+
+
+class NaNStrategy(PLSD):
+    def loss(self, stack, batch):
+        loss, logs = super().loss(stack, batch)
+        return loss * float("nan"), logs
+
+
+def test_nan_loss_stops_with_a_clear_error(compose_cfg):
+    cfg = compose_cfg(*TINY, "trainer.fast_dev_run=true")
+    module, datamodule = build_module(cfg)
+    module.strategy = NaNStrategy()
+    with pytest.raises(FloatingPointError, match="non-finite training loss.*act=plsd"):
+        build_trainer(cfg).fit(module, datamodule=datamodule)
+
+
+def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def test_multirun_then_eval_from_checkpoint(tmp_path):
+    """The issue's sweep: four jobs, each with its own dir and metrics.json; eval reproduces one."""
+    args = ["-m", "task=rpc,sparse_transform", "act=fixed,plsd", "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false", *[a for a in TINY if not a.startswith("callbacks")]]
+    proc = run_cli("rds_act.train", args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = sorted(p.parent for p in tmp_path.glob("multirun/*/*/metrics.json"))
+    assert len(jobs) == 4 and len({p.name for p in jobs}) == 4
+    trained = json.loads((jobs[0] / "metrics.json").read_text())
+
+    ckpt = jobs[0] / "checkpoints" / "last.ckpt"
+    proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt}", "logger=none"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    evals = list(tmp_path.glob("outputs/eval/runs/*/metrics.json"))
+    assert len(evals) == 1
+    evaluated = json.loads(evals[0].read_text())
+    for key in ("test/acc", "test/avg_exit", "ood/esa", "ood/acc"):
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6)
+
+    # a corrupt checkpoint fails in one line and leaves earlier outputs alone
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    proc = run_cli("rds_act.eval", [f"ckpt_path={bad}", "logger=none"], tmp_path)
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        f"error: ckpt_path='{bad}' is not a readable checkpoint (UnpicklingError)"
+    ]
+    assert all(p.exists() for p in before)
+    assert torch.load(ckpt, weights_only=False)["rds_act_config"]["task"]["name"] == "rpc"
