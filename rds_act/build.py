@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any
 
 import hydra
 from lightning import Callback, LightningDataModule, Trainer
@@ -17,58 +14,27 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from rds_act.act.exits import build_exit_rule
 from rds_act.errors import ConfigError
+from rds_act.metrics import PREDICTION_COLUMNS
 from rds_act.module import ACTLitModule
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# groups whose option names are checked before Hydra starts (hydra/* come from plugins)
-CHECKED_GROUPS = ("task", "model", "act", "optimizer", "trainer", "logger", "callbacks",
-                  "experiment", "hparams_search", "eval_exit")
 
+def build_module(cfg: DictConfig) -> tuple[ACTLitModule, LightningDataModule]:
+    """The datamodule and the LightningModule (backbone + strategy + task loss).
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def check_group_choices(argv: list[str]) -> None:
-    """Fail in one line on ``act=nope``-style overrides, naming the bad value and the options."""
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not sep or key not in CHECKED_GROUPS or "(" in value:
-            continue
-        options = group_options(key)
-        for choice in (v.strip() for v in value.split(",")):
-            if choice and choice != "null" and choice not in options:
-                raise ConfigError(f"unknown {key} {choice!r}; allowed: {', '.join(options)}")
-
-
-def one_line_errors(fn: Callable) -> Callable:
-    """Report bad input (a ConfigError anywhere in the cause chain) as one line and exit 2."""
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - we re-raise everything that is not bad input
-            err: BaseException | None = exc
-            while err is not None and not isinstance(err, ConfigError | FloatingPointError):
-                err = err.__cause__ or err.__context__
-            if err is None:
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapper
-
-
-def build_module(cfg: DictConfig, exit_rule: Any = None) -> tuple[ACTLitModule, LightningDataModule]:
-    """The datamodule and the LightningModule (backbone + strategy + task loss)."""
+    ``cfg.eval.exit`` / ``cfg.eval.threshold`` (eval config only) pick the exit rule used when
+    evaluating; without them the strategy's own halting rule decides.
+    """
     datamodule = hydra.utils.instantiate(cfg.task.datamodule)
     model = hydra.utils.instantiate(cfg.model)
     strategy = hydra.utils.instantiate(cfg.act)
     task_loss = hydra.utils.instantiate(cfg.task.loss)
     optimizer = hydra.utils.instantiate(cfg.optimizer)
+    eval_cfg = cfg.get("eval") or {}
+    exit_rule = build_exit_rule(
+        eval_cfg.get("exit", "halt_head"), strategy, eval_cfg.get("threshold"), task_loss.kind
+    )
     ood_T_max = int(cfg.task.get("ood_T_max") or model.T_max)
     if ood_T_max < model.T_max:
         raise ConfigError(f"task.ood_T_max={ood_T_max} must be >= T_max={model.T_max}")
@@ -111,6 +77,18 @@ def write_metrics(metrics: dict[str, float], output_dir: str | os.PathLike) -> P
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(clean, indent=2) + "\n")
     tmp.replace(path)
+    return path
+
+
+def write_predictions(rows: list[dict], output_dir: str | os.PathLike) -> Path | None:
+    """Write ``predictions.csv`` (one row per test/ood sample) if there are rows."""
+    if not rows:
+        return None
+    path = Path(output_dir) / "predictions.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
     return path
 
 

@@ -16,15 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from rds_act.build import (
-    CONF_DIR,
     build_module,
     build_trainer,
-    check_group_choices,
     collect_metrics,
-    one_line_errors,
     print_metrics,
     write_metrics,
+    write_predictions,
 )
+from rds_act.cli import CONF_DIR, check_group_choices, one_line_errors
 from rds_act.errors import ConfigError
 
 FROM_CHECKPOINT = ("task", "model", "act", "optimizer", "seed")
@@ -76,7 +75,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, with_callbacks=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = collect_metrics(trainer, ("test", "ood"))
-    path = write_metrics(metrics, HydraConfig.get().runtime.output_dir)
+    out_dir = HydraConfig.get().runtime.output_dir
+    path = write_metrics(metrics, out_dir)
+    write_predictions(module.predictions, out_dir)
     print_metrics(metrics)
     print(f"metrics: {path}")
     return metrics

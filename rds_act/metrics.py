@@ -52,6 +52,26 @@ class ExitRecord:
         )
 
 
+PREDICTION_COLUMNS = (
+    "split", "index", "exit_step", "oracle_step", "steps_required", "correct", "correct_oracle",
+    "correct_final", "loss", "loss_first", "loss_oracle", "error", "steps",
+)
+
+
+def prediction_rows(record: ExitRecord, split: str, index: Tensor) -> list[dict]:
+    """One row per sample (columns ``PREDICTION_COLUMNS``) from which every metric can be recomputed."""
+    n = index.shape[0]
+    required = record.steps_required if record.steps_required is not None else torch.zeros(n)
+    error = record.sq_error_exit.tolist() if record.sq_error_exit is not None else [""] * n
+    columns = zip(
+        index.tolist(), record.exit_step.tolist(), record.oracle_step.tolist(), required.tolist(),
+        record.correct_exit.int().tolist(), record.correct_oracle.int().tolist(),
+        record.correct_final.int().tolist(), record.loss_exit.tolist(), record.loss_first.tolist(),
+        record.loss_oracle.tolist(), error, strict=True,
+    )
+    return [dict(zip(PREDICTION_COLUMNS, (split, *row, record.steps), strict=True)) for row in columns]
+
+
 class _SampleMean(Metric):
     """Mean over samples of a per-sample quantity; ``value`` returns (values, mask or None)."""
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from rds_act.act.base import ACTStrategy, StepStack, first_exit
 from rds_act.losses import TaskLoss
-from rds_act.metrics import ExitRecord, StepCurves, effective_rank, exit_metrics
+from rds_act.metrics import ExitRecord, StepCurves, effective_rank, exit_metrics, prediction_rows
 from rds_act.models.dyntrm import DynTRM
 
 EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
@@ -46,6 +46,7 @@ class ACTLitModule(LightningModule):
         )
         self.curves = StepCurves(model.T_max)
         self._erank: list[Tensor] | None = None
+        self.predictions: list[dict] = []  # per-sample rows of the last test run
 
     # -- shared -------------------------------------------------------------------------------
     def steps_for(self, split: str) -> int:
@@ -92,6 +93,8 @@ class ACTLitModule(LightningModule):
         split = EVAL_SPLITS[stage][idx]
         stack, record = self.evaluate(batch, split)
         self.metrics[split].update(record)
+        if stage == "test":
+            self.predictions += prediction_rows(record, split, batch["index"].cpu())
         if split == "val":
             self.curves.update(stack)
             if batch_idx == 0:
@@ -110,6 +113,9 @@ class ACTLitModule(LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("validate", batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions = []
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch, batch_idx, dataloader_idx)

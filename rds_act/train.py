@@ -10,15 +10,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rds_act.build import (
-    CONF_DIR,
     build_module,
     build_trainer,
-    check_group_choices,
     collect_metrics,
-    one_line_errors,
     print_metrics,
     write_metrics,
+    write_predictions,
 )
+from rds_act.cli import CONF_DIR, check_group_choices, one_line_errors
 
 
 @one_line_errors
@@ -33,7 +32,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update(collect_metrics(trainer, ("test", "ood")))
-    path = write_metrics(metrics, HydraConfig.get().runtime.output_dir)
+    out_dir = HydraConfig.get().runtime.output_dir
+    path = write_metrics(metrics, out_dir)
+    write_predictions(module.predictions, out_dir)
     print_metrics(metrics)
     print(f"metrics: {path}")
     return metrics

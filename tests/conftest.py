@@ -8,7 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict, read_write
 
-from rds_act.build import CONF_DIR
+from rds_act.cli import CONF_DIR
 
 TINY = [
     "task.datamodule.n_train=64", "task.datamodule.n_val=32", "task.datamodule.n_test=32",

@@ -8,7 +8,8 @@ import sys
 import hydra
 import pytest
 
-from rds_act.build import build_module, check_group_choices, group_options
+from rds_act.build import build_module
+from rds_act.cli import check_group_choices, group_options
 from rds_act.errors import ConfigError
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -48,6 +49,33 @@ def test_train_writes_metrics_json_and_is_reproducible(compose_cfg, tmp_path):
     assert saved["test/avg_required"] == pytest.approx(first["test/avg_required"])
     second = train(compose_cfg(*overrides))
     assert first == second
+    assert_metrics_match_predictions(saved, tmp_path / "predictions.csv")
+
+
+def assert_metrics_match_predictions(metrics: dict, path: Path) -> None:
+    """metrics.json must be recomputable exactly from predictions.csv."""
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    for split in ("test", "ood"):
+        part = [r for r in rows if r["split"] == split]
+        assert part, split
+        col = {k: [float(r[k]) for r in part] for k in part[0] if k not in ("split", "error")}
+        n = len(part)
+        mean = {k: sum(v) / n for k, v in col.items()}
+        steps = col["steps"][0]
+        known = [(e, q) for e, q in zip(col["exit_step"], col["steps_required"], strict=True) if q > 0]
+        expected = {
+            "acc": mean["correct"], "oracle_acc": mean["correct_oracle"],
+            "final_acc": mean["correct_final"], "loss": mean["loss"], "avg_exit": mean["exit_step"],
+            "oracle_step": mean["oracle_step"], "csr": 1 - mean["exit_step"] / steps,
+            "oracle_csr": 1 - mean["oracle_step"] / steps,
+            "esa": sum(e == o for e, o in zip(col["exit_step"], col["oracle_step"], strict=True)) / n,
+            "ige": (mean["loss_first"] - mean["loss_oracle"]) / mean["oracle_step"],
+            "over_rate": sum(e > q for e, q in known) / len(known),
+            "under_rate": sum(e < q for e, q in known) / len(known),
+        }
+        for name, value in expected.items():
+            assert metrics[f"{split}/{name}"] == pytest.approx(value, rel=1e-6, abs=1e-6), name
 
 
 class NaNStrategy(PLSD):

@@ -119,17 +119,16 @@ class DynTRM(nn.Module):
         if steps < 1:
             raise ConfigError(f"steps={steps} must be >= 1")
         no_grad_until = 0 if self.grad_steps is None else max(0, steps - int(self.grad_steps))
-        state, outs = self.init_state(batch), []
+        state = self.init_state(batch)
+        preds, halts, summaries = [], [], []  # keep only what the stack needs, not the states
         for t in range(1, steps + 1):
             with torch.set_grad_enabled(torch.is_grad_enabled() and t > no_grad_until):
                 out = self.step(state)
             state = out.state
-            outs.append(out)
-        return Unrolled(
-            torch.stack([o.pred for o in outs]),
-            torch.stack([o.halt_logits for o in outs]),
-            torch.stack([o.summary for o in outs]),
-        )
+            preds.append(out.pred)
+            halts.append(out.halt_logits)
+            summaries.append(out.summary)
+        return Unrolled(torch.stack(preds), torch.stack(halts), torch.stack(summaries))
 
     @torch.no_grad()
     def adaptive_forward(

@@ -112,7 +112,8 @@ class ClassReadout(nn.Module):
         self.head = nn.Linear(d_model, n_classes)
 
     def pool(self, h: Tensor) -> Tensor:
-        return h[:, self.position]
+        # a copy, not a view: a view would keep the whole [B, S, d] step output alive
+        return h[:, self.position].contiguous()
 
     def forward(self, h: Tensor) -> Tensor:
         return self.head(self.pool(h))

@@ -1,0 +1,124 @@
+"""Training-free exit rules at evaluation: choices, thresholds, carries, bad names."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rds_act.act import ACTGraves, BetterPLSD, Fixed, Ponder, StepStack, build_exit_rule, first_exit
+from rds_act.act.exits import EntropyExit, OracleExit, StabilityExit
+from rds_act.errors import ConfigError
+from rds_act.models import DynTRM
+from rds_act.models.dyntrm import Unrolled
+from rds_act.models.layers import ClassReadout, PairTokenEncoder
+
+
+def unrolled(preds=None, summaries=None, steps=3, n=2) -> Unrolled:
+    preds = torch.zeros(steps, n, 4) if preds is None else preds
+    summaries = torch.ones(steps, n, 2) if summaries is None else summaries
+    steps, n = preds.shape[:2]
+    return Unrolled(preds, torch.zeros(steps, n, 2), summaries)
+
+
+def test_unknown_exit_names_value_and_choices():
+    with pytest.raises(ConfigError, match="eval.exit='nope' is unknown; allowed: halt_head, "
+                                          "entropy, stability, oracle, fixed"):
+        build_exit_rule("nope", Fixed())
+
+
+def test_halt_head_is_the_strategy_and_fixed_never_halts():
+    strategy = BetterPLSD()
+    assert build_exit_rule("halt_head", strategy) is strategy
+    assert first_exit(unrolled(), build_exit_rule("fixed", strategy)).tolist() == [3, 3]
+
+
+def test_default_and_explicit_thresholds():
+    assert build_exit_rule("entropy", Fixed()).threshold == 0.5
+    assert build_exit_rule("stability", Fixed()).threshold == 0.99
+    assert build_exit_rule("stability", Fixed(), threshold=0.5).threshold == 0.5
+    with pytest.raises(ConfigError, match="eval.threshold=0.3 does not apply to eval.exit=oracle"):
+        build_exit_rule("oracle", Fixed(), threshold=0.3)
+    with pytest.raises(ConfigError, match=r"eval.threshold=-1.0 is out of range; allowed: >= 0.0"):
+        build_exit_rule("entropy", Fixed(), threshold=-1.0)
+    with pytest.raises(ConfigError, match=r"eval.threshold=2.0 is out of range; allowed: \[-1"):
+        build_exit_rule("stability", Fixed(), threshold=2.0)
+
+
+def test_entropy_exit():
+    preds = torch.zeros(3, 2, 4)  # uniform: entropy log 4 = 1.39 nats
+    preds[1, 0, 0] = 10.0  # sample 0 becomes confident at step 2
+    preds[2, 1, 0] = 1.0  # sample 1 only slightly peaked at step 3
+    rule = build_exit_rule("entropy", Fixed())
+    assert first_exit(unrolled(preds), rule).tolist() == [2, 3]
+    p = torch.softmax(torch.tensor([1.0, 0, 0, 0]), 0)
+    entropy = -(p * p.log()).sum().item()  # about 1.17 nats
+    assert rule(unrolled(preds).step(3), 3, None)[0].tolist() == [False, False]
+    assert EntropyExit(entropy + 0.01)(unrolled(preds).step(3), 3, None)[0].tolist() == [
+        False, True]
+    assert math.log(4) > entropy
+
+
+def test_entropy_averages_over_sequence_positions():
+    preds = torch.zeros(2, 5, 4)  # [B, L, C]
+    preds[0, :, 0] = 20.0
+    preds[1, :2, 0] = 20.0  # only two of five positions confident: mean entropy ~0.83
+    step = Unrolled(preds[None], torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)).step(1)
+    assert EntropyExit(0.5)(step, 1, None)[0].tolist() == [True, False]
+
+
+def test_entropy_is_refused_for_regression():
+    with pytest.raises(ConfigError, match="eval.exit=entropy needs a predicted class "
+                                          "distribution, but this task is regression"):
+        build_exit_rule("entropy", Fixed(), task_kind="regression")
+
+
+def test_stability_exit_compares_successive_summaries():
+    summaries = torch.tensor([[[1.0, 0.0], [1.0, 0.0]],
+                              [[1.0, 0.01], [0.0, 1.0]],  # cos 0.99995 vs cos 0
+                              [[0.0, 1.0], [0.0, 1.0]]])
+    rule = build_exit_rule("stability", Fixed())
+    halt, carry = rule(unrolled(summaries=summaries).step(1), 1, None)
+    assert halt.tolist() == [False, False]  # nothing to compare with at t = 1
+    assert torch.equal(carry, summaries[0])  # per-sample rows, compactable
+    assert first_exit(unrolled(summaries=summaries), rule).tolist() == [2, 3]
+    assert first_exit(unrolled(summaries=summaries), StabilityExit(0.99999)).tolist() == [3, 3]
+
+
+def test_oracle_exit_uses_the_whole_stack():
+    losses = torch.tensor([[2.0, 1.0], [1.0, 1.0], [0.5, 2.0]])
+    stack = StepStack(unrolled(), losses, losses < 1)
+    rule = build_exit_rule("oracle", Fixed())
+    assert isinstance(rule, OracleExit) and rule.exit_steps(stack).tolist() == [3, 1]
+    with pytest.raises(ConfigError, match="eval.exit=oracle needs every step's loss"):
+        rule(stack.unrolled.step(1), 1, None)
+
+
+@pytest.fixture(scope="module")
+def model_and_batch():
+    """A tiny DynTRM with large random weights, so that samples really exit at different steps."""
+    torch.manual_seed(0)
+    model = DynTRM(PairTokenEncoder(64, 16), ClassReadout(16, 64), d_model=16, n_heads=2, T_max=6)
+    with torch.no_grad():
+        for p in model.block.parameters():
+            p.mul_(4.0)
+        model.halt_head.weight.normal_(0, 2.0)
+        model.halt_head.bias.fill_(-1.0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 64, (16, 9, 2), generator=g)
+    x[:, -1, 1] = 64
+    return model.eval(), {"x": x, "y": torch.randint(0, 64, (16,), generator=g)}
+
+
+@pytest.mark.parametrize("rule", [
+    StabilityExit(0.95), Ponder(), ACTGraves(epsilon=0.3), EntropyExit(4.0),
+])
+def test_carry_rules_agree_with_adaptive_compaction(model_and_batch, rule):
+    """adaptive_forward drops finished rows from the carry; exits must match the masked loop."""
+    model, batch = model_and_batch
+    with torch.no_grad():
+        masked = first_exit(model.unroll(batch), rule)
+    _, adaptive = model.adaptive_forward(batch, rule)
+    assert torch.equal(masked, adaptive)
+    assert len(masked.unique()) > 1  # samples really leave at different steps

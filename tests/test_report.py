@@ -1,0 +1,159 @@
+"""rds-act-report: summary.csv / summary.md / PNG plots from fake run dirs, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rds_act.errors import ConfigError
+from rds_act.report import find_run_dirs, positional_to_override, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+COLUMNS = ("split,index,exit_step,oracle_step,steps_required,correct,correct_oracle,correct_final,"
+           "loss,loss_first,loss_oracle,error,steps")
+
+
+def make_run(run_dir: Path, overrides: list[str], metrics: dict, predictions: bool = True,
+             act_target: str = "rds_act.act.PLSD") -> Path:
+    """A run dir shaped like rds-act-train's: metrics.json, .hydra/*.yaml, predictions.csv."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    config = {"task_name": "train", "seed": 0, "task": {"name": "rpc"},
+              "act": {"_target_": act_target}, "model": {"T_max": 8}}
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    if predictions:
+        rows = [COLUMNS]
+        for i in range(40):
+            req = 1 + i % 8
+            rows.append(f"test,{i},{min(8, req + i % 2)},{req},{req},1,1,1,0.1,0.5,0.1,,8")
+            rows.append(f"ood,{i},8,{req},{req + 2},0,0,0,0.1,0.5,0.1,,12")
+        (run_dir / "predictions.csv").write_text("\n".join(rows) + "\n")
+    return run_dir
+
+
+def metrics(acc: float, avg_exit: float) -> dict:
+    return {"test/acc": acc, "test/avg_exit": avg_exit, "test/esa": 0.5, "test/csr": None,
+            "ood/acc": acc / 2, "ood/avg_exit": 12.0, "val/acc": acc}
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """multirun-like tree: 2 strategies x 2 seeds, plus better_plsd over 2 λ x 2 seeds."""
+    root = tmp_path / "multirun" / "2026-01-01_00-00-00_000000"
+    accs = {"fixed": (0.5, 0.7), "plsd": (0.8, 0.9)}
+    n = 0
+    for act, pair in accs.items():
+        for seed, acc in enumerate(pair):
+            make_run(root / str(n), [f"act={act}", f"seed={seed}"], metrics(acc, 8.0 - 2 * seed))
+            n += 1
+    for lam in (0.3, 0.7):
+        for seed in (0, 1):
+            make_run(root / str(n), ["act=better_plsd", f"act.lam={lam}", f"seed={seed}"],
+                     metrics(0.6 + lam / 4, 2 + 4 * lam + seed / 10))
+            n += 1
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def test_summary_csv_has_one_row_per_run(sweep: Path, tmp_path: Path) -> None:
+    result = write_report([sweep], tmp_path / "out")
+    with result["summary_csv"].open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8
+    assert {"run", "task", "act", "seed", "act.lam", "test/acc", "ood/avg_exit"} <= set(rows[0])
+    assert {r["act"] for r in rows} == {"fixed", "plsd", "better_plsd"}
+    assert {r["task"] for r in rows} == {"rpc"}  # filled from config.yaml's task.name
+    assert rows[0]["test/csr"] == ""  # null metric stays empty
+
+
+def test_summary_md_mean_std_over_seeds(sweep: Path, tmp_path: Path) -> None:
+    result = write_report([sweep], tmp_path / "out")
+    table = result["summary_md"].read_text()
+    header = table.splitlines()[0]
+    assert "| n |" in header and "test/acc" in header and "act.lam" in header and "seed" not in header
+    fixed = next(line for line in table.splitlines() if "| fixed |" in line)
+    assert "0.600 ± 0.141" in fixed and "| 2 |" in fixed
+    assert len(result["groups"]) == 4  # fixed, plsd, better_plsd x 2 λ
+
+
+def test_every_png_is_written(sweep: Path, tmp_path: Path) -> None:
+    result = write_report([sweep], tmp_path / "out")
+    assert result["skipped"] == {}
+    for name in ("pareto.png", "exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png"):
+        data = (tmp_path / "out" / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+
+
+def test_missing_predictions_skip_histograms(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        make_run(tmp_path / "runs" / str(seed), ["act=plsd", f"seed={seed}"], metrics(0.5, 4.0),
+                 predictions=False)
+    result = write_report([tmp_path / "runs"], tmp_path / "out")
+    assert set(result["skipped"]) == {"exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png"}
+    assert (tmp_path / "out" / "pareto.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (tmp_path / "out" / "exit_hist.png").exists()
+
+
+def test_labels_fall_back_to_hydra_choices(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", [], metrics(0.5, 4.0), act_target="rds_act.act.BetterPLSD")
+    result = write_report([run], tmp_path / "out")
+    assert result["runs"][0].labels == {"task": "rpc", "act": "betterplsd", "seed": "0", "task_name": "train"}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"runtime": {"choices": {"task": "rpc", "act": "better_plsd"}}}}))
+    assert write_report([run], tmp_path / "out2")["runs"][0].labels["act"] == "better_plsd"
+
+
+def test_eval_run_is_labelled_from_its_checkpoint_run(tmp_path: Path) -> None:
+    train = make_run(tmp_path / "train", ["act=plsd", "seed=3"], metrics(0.5, 4.0))
+    ckpt = train / "checkpoints" / "last.ckpt"
+    evaluated = make_run(tmp_path / "eval", [f"ckpt_path={ckpt}", "act.lam=0.9"], metrics(0.6, 3.0))
+    config = yaml.safe_load((evaluated / ".hydra" / "config.yaml").read_text())
+    (evaluated / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "task_name": "eval"}))
+    labels = write_report([evaluated], tmp_path / "out")["runs"][0].labels
+    assert labels["act"] == "plsd" and labels["seed"] == "3" and labels["act.lam"] == "0.9"
+    assert labels["task_name"] == "eval"
+
+
+def test_bad_inputs_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no inputs"):
+        find_run_dirs([])
+    with pytest.raises(ConfigError, match="nope"):
+        find_run_dirs([tmp_path / "nope"])
+    with pytest.raises(ConfigError, match="no run dirs"):
+        find_run_dirs([tmp_path])
+
+
+def test_positional_paths_become_inputs_override() -> None:
+    assert positional_to_override(["multirun/a", "group_by=[act]", "b/c"]) == [
+        "group_by=[act]", "inputs=['multirun/a','b/c']"]
+    assert positional_to_override(["inputs=[a]", "-cn", "report"]) == ["inputs=[a]", "-cn", "report"]
+    with pytest.raises(ConfigError, match="not both"):
+        positional_to_override(["a", "inputs=[b]"])
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rds_act.report", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_positional_path(sweep: Path, tmp_path: Path) -> None:
+    proc = run_cli(str(sweep), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out_dirs = list((tmp_path / "outputs" / "report").iterdir())
+    assert len(out_dirs) == 1
+    assert {"summary.csv", "summary.md", "pareto.png"} <= {p.name for p in out_dirs[0].iterdir()}
+    assert "0.600 ± 0.141" in proc.stdout and str(out_dirs[0].name) in proc.stdout
+
+
+def test_cli_without_inputs_fails_in_one_line(tmp_path: Path) -> None:
+    proc = run_cli(cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no inputs")
