@@ -52,8 +52,12 @@ def merge_run_config(cfg: DictConfig, saved: dict, overrides: list[str]) -> Dict
     for key in FROM_CHECKPOINT:
         if key in saved:
             merged[key] = saved[key]
+    choices = saved.get("choices", {})
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if choices.get(key) == value:  # the checkpoint's own group choice: nothing to override
+            continue
         if key.split(".")[0] in FROM_CHECKPOINT:
             OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
     return merged
@@ -68,7 +72,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     try:
         module.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, not the header
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path!r} does not fit the model config: {first}"
         ) from None
@@ -88,8 +93,21 @@ def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
+def with_checkpoint_choices(argv: list[str]) -> list[str]:
+    """Compose with the groups the checkpoint was trained with (``act=better_plsd`` ...), so that
+    an override such as ``act.lam=0.9`` finds its key; groups the user names win."""
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
+    try:
+        choices = load_checkpoint(path)["rds_act_config"].get("choices", {})
+    except ConfigError:
+        return argv  # evaluate() reports the bad path in one line
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv}
+    return argv + [f"{g}={c}" for g, c in choices.items() if c and g not in given]
+
+
 def main() -> None:
     one_line_errors(check_group_choices)(sys.argv[1:])
+    sys.argv[1:] = with_checkpoint_choices(sys.argv[1:])
     _hydra_main()
 
 

@@ -25,6 +25,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test on the best checkpoint; returns the flat metric dict written to disk."""
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build_module(cfg)
+    choices = HydraConfig.get().runtime.choices
+    module.run_config["choices"] = {g: choices.get(g) for g in ("task", "model", "act", "optimizer")}
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer, ("val", "ood"))

@@ -112,9 +112,18 @@ def test_multirun_then_eval_from_checkpoint(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     evals = list(tmp_path.glob("outputs/eval/runs/*/metrics.json"))
     assert len(evals) == 1
+    hydra_cfg = (evals[0].parent / ".hydra" / "config.yaml").read_text()
+    assert "rds_act.act.Fixed" in hydra_cfg  # composed with the checkpoint's own act group
     evaluated = json.loads(evals[0].read_text())
     for key in ("test/acc", "test/avg_exit", "ood/esa", "ood/acc"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6)
+
+    # overrides of keys that only the checkpoint's own act has, or a switch of halting rule
+    for job, overrides in ((jobs[0], ["act.deep_supervision=true"]),
+                           (jobs[1], ["act=better_plsd", "act.lam=0.9"])):
+        ckpt_job = job / "checkpoints" / "last.ckpt"
+        proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt_job}", "logger=none", *overrides], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
 
     # a corrupt checkpoint fails in one line and leaves earlier outputs alone
     bad = tmp_path / "bad.ckpt"
