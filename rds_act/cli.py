@@ -12,7 +12,7 @@ from rds_act.errors import ConfigError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # groups whose option names are checked before Hydra starts (hydra/* come from plugins)
 CHECKED_GROUPS = ("task", "model", "act", "optimizer", "trainer", "logger", "callbacks",
-                  "experiment", "hparams_search", "eval_exit")
+                  "experiment", "hparams_search")
 
 
 def group_options(group: str) -> list[str]:

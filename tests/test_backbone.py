@@ -92,3 +92,15 @@ def test_module_scores_own_exit_step_not_post_loop_state():
     final_right = per_step_pred[-1] == b["y"]
     assert record.correct_final.tolist() == final_right.tolist()
     assert not final_right.all()
+
+
+def test_predict_step_halts_per_sample_like_evaluation():
+    model = make_model(scale=4.0, T_max=5).eval()
+    module = ACTLitModule(model, PLSD(), CrossEntropyLoss(), torch.optim.AdamW,
+                          exit_rule=HaltAtOwnStep(5))
+    b = batch(20)
+    out = module.predict_step(b, 0)
+    with torch.no_grad():
+        _, record = module.evaluate(b, "test")
+    assert torch.equal(out["exit_step"], record.exit_step)
+    assert torch.equal(out["pred"].argmax(-1) == b["y"], record.correct_exit)

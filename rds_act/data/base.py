@@ -102,5 +102,8 @@ class TaskDataModule(LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader("val", False), self._loader("ood", False)]
 
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader("test", False), self._loader("ood", False)]
