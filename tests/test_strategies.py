@@ -210,9 +210,9 @@ def test_overthink_privileged_penalty_is_zero_up_to_steps_required():
 def test_overthink_penalty_moves_t_star_earlier(mode):
     batch = {"steps_required": torch.tensor([2])}
     stack = make_stack(SLOW)
-    assert Overthink(mode=mode, beta=0.0).oracle(stack, batch).tolist() == [4]
+    assert Overthink(mode=mode, beta=0.0, warmup=0).oracle(stack, batch).tolist() == [4]
     # privileged: curve (2, .5, .55, .6); step_cost: (2.1, .7, .75, .8) -> t* = 2 in both
-    assert Overthink(mode=mode, beta=0.1).oracle(stack, batch).tolist() == [2]
+    assert Overthink(mode=mode, beta=0.1, warmup=0).oracle(stack, batch).tolist() == [2]
 
 
 def test_overthink_ramp():
@@ -229,13 +229,14 @@ def test_overthink_ramp():
 def test_overthink_loss_value():
     # halt logits 0 -> σ = 0.5; t* = 2 of T = 4 -> steps 2 and 3 count, 0.5 each
     stack = make_stack(SLOW)
-    loss, logs = Overthink(mode="step_cost", beta=0.1, halt_weight=1.0).loss(stack, {})
+    loss, logs = Overthink(mode="step_cost", beta=0.1, warmup=0, halt_weight=1.0).loss(
+        stack, {})
     assert logs["overthink_penalty"].item() == pytest.approx(0.1 * 1.0)
     assert logs["task_loss"].item() == pytest.approx(0.5)
     assert loss.item() == pytest.approx(0.5 + math.log(2.0) + 0.1, rel=1e-6)
     # a head that halts confidently from t* on pays (almost) nothing
     sure = make_stack(SLOW, halt=[[-20.0], [20.0], [20.0], [20.0]])
-    assert Overthink(beta=0.1).loss(sure, {})[1]["overthink_penalty"].item() < 1e-6
+    assert Overthink(beta=0.1, warmup=0).loss(sure, {})[1]["overthink_penalty"].item() < 1e-6
 
 
 def test_overthink_bad_input():

@@ -31,8 +31,8 @@ class Overthink(BetterPLSD):
     def __init__(
         self,
         mode: str = "step_cost",
-        beta: float = 0.1,
-        warmup: float = 0,
+        beta: float = 0.02,
+        warmup: float = 2,
         lam: float = 0.7,
         halt_weight: float = 1.0,
     ):
