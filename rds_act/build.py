@@ -101,3 +101,11 @@ def print_metrics(metrics: dict[str, float]) -> None:
             rows.append(f"{split:5s} " + " ".join(
                 f"{k}={v:.4f}" for k, v in zip(keys, vals, strict=True) if v is not None))
     print("\n".join(rows))
+
+
+def save_results(metrics: dict[str, float], predictions: list[dict], output_dir: str) -> None:
+    """What every train/eval run leaves in its run dir: metrics.json and predictions.csv."""
+    path = write_metrics(metrics, output_dir)
+    write_predictions(predictions, output_dir)
+    print_metrics(metrics)
+    print(f"metrics: {path}")

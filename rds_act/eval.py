@@ -19,9 +19,7 @@ from rds_act.build import (
     build_module,
     build_trainer,
     collect_metrics,
-    print_metrics,
-    write_metrics,
-    write_predictions,
+    save_results,
 )
 from rds_act.cli import CONF_DIR, check_group_choices, one_line_errors
 from rds_act.errors import ConfigError
@@ -80,11 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, with_callbacks=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = collect_metrics(trainer, ("test", "ood"))
-    out_dir = HydraConfig.get().runtime.output_dir
-    path = write_metrics(metrics, out_dir)
-    write_predictions(module.predictions, out_dir)
-    print_metrics(metrics)
-    print(f"metrics: {path}")
+    save_results(metrics, module.predictions, HydraConfig.get().runtime.output_dir)
     return metrics
 
 

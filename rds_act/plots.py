@@ -70,7 +70,11 @@ def _mean_err(values: np.ndarray) -> tuple[float, float | None]:
 
 
 def pareto(groups: Sequence[Group], path: Path) -> None:
-    """Test accuracy against test average exit step: one subplot per task, one colour per act."""
+    """Test accuracy against test average exit step: one subplot per task, one colour per act.
+
+    Regression tasks (runs reporting ``test/mse``) plot MSE instead: their ``acc`` is a strict
+    all-coordinates-within-tolerance rate that sits near 0 until a model is very good.
+    """
     pts = [g for g in groups if len(g.values("test/acc")) and len(g.values("test/avg_exit"))]
     if not pts:
         raise SkipPlot("no run has both test/acc and test/avg_exit")
@@ -79,9 +83,11 @@ def pareto(groups: Sequence[Group], path: Path) -> None:
     colors, extra = _colors(acts), _varying(pts, skip=("task", "act"))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        for g in (g for g in pts if g.key.get("task", "") == task):
+        in_task = [g for g in pts if g.key.get("task", "") == task]
+        metric = "test/mse" if any(len(g.values("test/mse")) for g in in_task) else "test/acc"
+        for g in in_task:
             act = g.key.get("act", "")
-            (x, xerr), (y, yerr) = _mean_err(g.values("test/avg_exit")), _mean_err(g.values("test/acc"))
+            (x, xerr), (y, yerr) = _mean_err(g.values("test/avg_exit")), _mean_err(g.values(metric))
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=colors[act], capsize=3, label=act)
             if extra:
                 ax.annotate(_describe(g, extra), (x, y), textcoords="offset points", xytext=(4, 4),
@@ -89,7 +95,8 @@ def pareto(groups: Sequence[Group], path: Path) -> None:
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=True))
         ax.legend(unique.values(), unique.keys(), title="act", fontsize=8)
-        ax.set(xlabel="test average exit step", ylabel="test accuracy", title=f"task={task or '?'}")
+        ylabel = "test MSE (lower is better)" if metric == "test/mse" else "test accuracy"
+        ax.set(xlabel="test average exit step", ylabel=ylabel, title=f"task={task or '?'}")
     fig.suptitle("Accuracy vs compute (mean over seeds, bars = std)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -13,9 +13,7 @@ from rds_act.build import (
     build_module,
     build_trainer,
     collect_metrics,
-    print_metrics,
-    write_metrics,
-    write_predictions,
+    save_results,
 )
 from rds_act.cli import CONF_DIR, check_group_choices, one_line_errors
 
@@ -34,11 +32,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics.update(collect_metrics(trainer, ("test", "ood")))
-    out_dir = HydraConfig.get().runtime.output_dir
-    path = write_metrics(metrics, out_dir)
-    write_predictions(module.predictions, out_dir)
-    print_metrics(metrics)
-    print(f"metrics: {path}")
+    save_results(metrics, module.predictions, HydraConfig.get().runtime.output_dir)
     return metrics
 
 
