@@ -7,6 +7,7 @@ there, and whatever of them the user names on the command line overrides it.
 from __future__ import annotations
 
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import hydra
@@ -27,6 +28,7 @@ from rds_act.errors import ConfigError
 FROM_CHECKPOINT = ("task", "model", "act", "optimizer", "seed")
 
 
+@lru_cache(maxsize=1)  # main() peeks at the group choices, evaluate() loads the weights
 def load_checkpoint(path: str | None) -> dict:
     """Read a checkpoint written by rds-act-train, or fail in one line saying why."""
     if not path or not Path(path).is_file():

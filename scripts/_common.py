@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rds_act.build import build_module  # noqa: E402
 from rds_act.cli import CONF_DIR  # noqa: E402
-from rds_act.eval import load_checkpoint  # noqa: E402
+from rds_act.eval import load_checkpoint, merge_run_config  # noqa: E402
 
 
 def compose_from_argv(extra: list[str] | None = None) -> DictConfig:
@@ -27,17 +27,13 @@ def compose_from_argv(extra: list[str] | None = None) -> DictConfig:
 
 
 def build(cfg: DictConfig):
-    """Module and datamodule; weights from ``ckpt_path`` when one is given."""
-    if cfg.get("ckpt_path"):
-        ckpt = load_checkpoint(cfg.ckpt_path)
-        saved = ckpt["rds_act_config"]
-        with open_dict(cfg):
-            for key in ("task", "model", "act"):
-                cfg[key] = saved[key]
-        module, dm = build_module(cfg)
-        module.load_state_dict(ckpt["state_dict"])
-    else:
-        module, dm = build_module(cfg)
+    """Module and datamodule; with ``ckpt_path``, the checkpoint's config and weights (the
+    command line's overrides on top, as in rds-act-eval)."""
+    if not cfg.get("ckpt_path"):
+        return build_module(cfg)
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    module, dm = build_module(merge_run_config(cfg, ckpt["rds_act_config"], sys.argv[1:]))
+    module.load_state_dict(ckpt["state_dict"])
     return module, dm
 
 
