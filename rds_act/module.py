@@ -10,7 +10,6 @@ from lightning import LightningModule
 from torch import Tensor, nn
 
 from rds_act.act.base import ACTStrategy, StepStack, first_exit
-from rds_act.errors import ConfigError
 from rds_act.losses import TaskLoss
 from rds_act.metrics import ExitRecord, StepCurves, effective_rank, exit_metrics, prediction_rows
 from rds_act.models.dyntrm import DynTRM
@@ -129,10 +128,10 @@ class ACTLitModule(LightningModule):
 
     # -- prediction -----------------------------------------------------------------------------
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Real per-sample halting: each step runs only on the samples still thinking."""
-        if hasattr(self.exit_rule, "exit_steps"):
-            raise ConfigError("this exit rule needs every step's loss (the oracle); it cannot "
-                              "halt a prediction run; use halt_head, entropy, stability or fixed")
+        """Real per-sample halting: each step runs only on the samples still thinking.
+
+        A rule that cannot decide step by step (the oracle) raises its own ConfigError here.
+        """
         pred, exit_step = self.model.adaptive_forward(batch, self.exit_rule)
         return {"index": batch["index"], "pred": pred, "exit_step": exit_step}
 

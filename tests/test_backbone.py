@@ -104,3 +104,15 @@ def test_predict_step_halts_per_sample_like_evaluation():
         _, record = module.evaluate(b, "test")
     assert torch.equal(out["exit_step"], record.exit_step)
     assert torch.equal(out["pred"].argmax(-1) == b["y"], record.correct_exit)
+
+
+def test_predict_refuses_the_oracle_exit_in_one_line():
+    import pytest
+
+    from rds_act.act import OracleExit
+    from rds_act.errors import ConfigError
+
+    module = ACTLitModule(make_model(T_max=3), PLSD(), CrossEntropyLoss(), torch.optim.AdamW,
+                          exit_rule=OracleExit())
+    with pytest.raises(ConfigError, match="eval.exit=oracle needs every step's loss"):
+        module.predict_step(batch(4), 0)
