@@ -31,6 +31,7 @@ def build_module(cfg: DictConfig) -> tuple[ACTLitModule, LightningDataModule]:
     strategy = hydra.utils.instantiate(cfg.act)
     task_loss = hydra.utils.instantiate(cfg.task.loss)
     optimizer = hydra.utils.instantiate(cfg.optimizer)
+    scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     eval_cfg = cfg.get("eval") or {}
     exit_rule = build_exit_rule(
         eval_cfg.get("exit", "halt_head"), strategy, eval_cfg.get("threshold"), task_loss.kind
@@ -40,6 +41,7 @@ def build_module(cfg: DictConfig) -> tuple[ACTLitModule, LightningDataModule]:
         raise ConfigError(f"task.ood_T_max={ood_T_max} must be >= T_max={model.T_max}")
     module = ACTLitModule(
         model, strategy, task_loss, optimizer, ood_T_max=ood_T_max, exit_rule=exit_rule,
+        scheduler=scheduler,
         run_config=OmegaConf.to_container(
             OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
         ),
@@ -47,8 +49,10 @@ def build_module(cfg: DictConfig) -> tuple[ACTLitModule, LightningDataModule]:
     return module, datamodule
 
 
-def build_trainer(cfg: DictConfig, with_callbacks: bool = True) -> Trainer:
-    callbacks: list[Callback] = []
+def build_trainer(
+    cfg: DictConfig, with_callbacks: bool = True, extra_callbacks: list[Callback] | None = None
+) -> Trainer:
+    callbacks: list[Callback] = list(extra_callbacks or [])
     bar_on = cfg.trainer.get("enable_progress_bar", True)
     if with_callbacks:
         for conf in (cfg.get("callbacks") or {}).values():

@@ -11,7 +11,7 @@ from rds_act.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # groups whose option names are checked before Hydra starts (hydra/* come from plugins)
-CHECKED_GROUPS = ("task", "model", "act", "optimizer", "trainer", "logger", "callbacks",
+CHECKED_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
                   "experiment", "hparams_search")
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.regression import SpearmanCorrCoef
 
 from rds_act.act.base import StepStack, oracle_step
 
@@ -29,11 +30,12 @@ class ExitRecord:
     steps: int
     steps_required: Tensor | None = None
     sq_error_exit: Tensor | None = None
+    difficulty: Tensor | None = None
 
     @classmethod
     def from_stack(
         cls, stack: StepStack, exit_step: Tensor, steps_required: Tensor | None = None,
-        sq_errors: Tensor | None = None,
+        sq_errors: Tensor | None = None, difficulty: Tensor | None = None,
     ) -> ExitRecord:
         """Gather every sample's values at its own exit step, its oracle step and the last step."""
         t_star = oracle_step(stack.losses)
@@ -49,11 +51,13 @@ class ExitRecord:
             loss_first=losses[0], loss_oracle=at(losses, t_star), steps=stack.steps,
             steps_required=steps_required,
             sq_error_exit=None if sq_errors is None else at(sq_errors, exit_step),
+            difficulty=difficulty,
         )
 
 
 PREDICTION_COLUMNS = (
-    "split", "index", "exit_step", "oracle_step", "steps_required", "correct", "correct_oracle",
+    "split", "index", "exit_step", "oracle_step", "steps_required", "difficulty", "correct",
+    "correct_oracle",
     "correct_final", "loss", "loss_first", "loss_oracle", "error", "steps",
 )
 
@@ -62,10 +66,11 @@ def prediction_rows(record: ExitRecord, split: str, index: Tensor) -> list[dict]
     """One row per sample (columns ``PREDICTION_COLUMNS``) from which every metric can be recomputed."""
     n = index.shape[0]
     required = record.steps_required if record.steps_required is not None else torch.zeros(n)
+    difficulty = record.difficulty.tolist() if record.difficulty is not None else [""] * n
     error = record.sq_error_exit.tolist() if record.sq_error_exit is not None else [""] * n
     columns = zip(
         index.tolist(), record.exit_step.tolist(), record.oracle_step.tolist(), required.tolist(),
-        record.correct_exit.int().tolist(), record.correct_oracle.int().tolist(),
+        difficulty, record.correct_exit.int().tolist(), record.correct_oracle.int().tolist(),
         record.correct_final.int().tolist(), record.loss_exit.tolist(), record.loss_first.tolist(),
         record.loss_oracle.tolist(), error, strict=True,
     )
@@ -203,6 +208,25 @@ class AverageRequired(_RequiredMean):
         return r.steps_required
 
 
+class DifficultyExitCorrelation(SpearmanCorrCoef):
+    """Spearman ρ(difficulty, exit step): does the model think longer on harder samples?
+
+    NaN when the task has no difficulty or when exits (or difficulties) are all equal.
+    """
+
+    def update(self, record: ExitRecord) -> None:  # type: ignore[override]
+        if record.difficulty is not None:
+            super().update(record.exit_step.double(), record.difficulty.double())
+
+    def compute(self) -> Tensor:
+        if not self.preds:
+            return torch.tensor(float("nan"))
+        exits, difficulty = torch.cat(self.preds), torch.cat(self.target)
+        if exits.unique().numel() < 2 or difficulty.unique().numel() < 2:
+            return torch.tensor(float("nan"))
+        return super().compute()
+
+
 class InferenceGainEfficiency(Metric):
     """IGE = (E[l_1] - E[l_t*]) / E[t*]: loss reduction bought per step of thinking."""
 
@@ -231,6 +255,7 @@ def exit_metrics(prefix: str, regression: bool = False) -> MetricCollection:
         "esa": ExitOracleAgreement(), "csr": ComputeSavingRate(),
         "oracle_csr": OracleComputeSavingRate(), "ige": InferenceGainEfficiency(),
         "over_rate": OverRate(), "under_rate": UnderRate(), "avg_required": AverageRequired(),
+        "exit_rho": DifficultyExitCorrelation(),
     }
     if regression:
         metrics["mse"] = ExitMSE()

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from lightning import LightningModule
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from rds_act.act.base import ACTStrategy, StepStack, first_exit
 from rds_act.losses import TaskLoss
@@ -33,10 +34,11 @@ class ACTLitModule(LightningModule):
         ood_T_max: int | None = None,
         exit_rule: Callable | None = None,
         run_config: dict[str, Any] | None = None,
+        scheduler: Callable[..., Any] | None = None,
     ):
         super().__init__()
         self.model, self.strategy, self.task_loss = model, strategy, task_loss
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.exit_rule = exit_rule if exit_rule is not None else strategy
         self.ood_T_max = int(ood_T_max or model.T_max)
         self.run_config = run_config or {}
@@ -45,6 +47,9 @@ class ACTLitModule(LightningModule):
             {split: exit_metrics(split, regression) for split in ("val", "test", "ood")}
         )
         self.curves = StepCurves(model.T_max)
+        # accuracy on the epoch's training samples, at each sample's exit and at the last step
+        self.train_acc = nn.ModuleDict({"exit": MeanMetric(), "final": MeanMetric()})
+        self.samples_seen = 0  # training samples so far, all ranks together (learning curves)
         self._erank: list[Tensor] | None = None
         self.predictions: list[dict] = []  # per-sample rows of the last test run
 
@@ -69,7 +74,10 @@ class ACTLitModule(LightningModule):
         else:
             exit_step = first_exit(stack.unrolled, self.exit_rule, steps)
         sq = self.task_loss.sq_error(stack.unrolled.preds, batch)
-        return stack, ExitRecord.from_stack(stack, exit_step, batch.get("steps_required"), sq)
+        record = ExitRecord.from_stack(
+            stack, exit_step, batch.get("steps_required"), sq, batch.get("difficulty")
+        )
+        return stack, record
 
     # -- training -----------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -83,10 +91,30 @@ class ACTLitModule(LightningModule):
                 "lower optimizer.lr or check the data"
             )
         n = batch["index"].shape[0]
+        with torch.no_grad():
+            exit_step = first_exit(stack.unrolled, self.strategy, stack.steps)
+            hit = stack.correct.gather(0, (exit_step - 1)[None])[0].float()
+        final = stack.correct[-1].float()
+        self.train_acc["exit"].update(hit)
+        self.train_acc["final"].update(final)
+        self.samples_seen += n * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
-        self.log("train/final_acc", stack.correct[-1].float().mean(), batch_size=n)
+        self.log("train/acc", hit.mean(), batch_size=n)
+        self.log("train/final_acc", final.mean(), batch_size=n)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Report the epoch's accuracy on the curriculum's current range; it may widen."""
+        accs = {name: float(metric.compute()) for name, metric in self.train_acc.items()}
+        for metric in self.train_acc.values():
+            metric.reset()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "curriculum", None) is not None:
+            acc = accs[datamodule.curriculum.metric]
+            datamodule.promote(acc)
+            self.log("curriculum/level", float(datamodule.level))
+            self.log("curriculum/acc", acc)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _eval_step(self, stage: str, batch: dict[str, Tensor], batch_idx: int, idx: int) -> None:
@@ -101,6 +129,8 @@ class ACTLitModule(LightningModule):
                 self._erank = [effective_rank(s) for s in stack.unrolled.summaries]
 
     def _eval_epoch_end(self, stage: str) -> None:
+        if stage == "validate":
+            self.log("train/samples", float(self.samples_seen))
         for split in EVAL_SPLITS[stage]:
             self.log_dict(self.metrics[split].compute())
             self.metrics[split].reset()
@@ -136,8 +166,18 @@ class ACTLitModule(LightningModule):
         return {"index": batch["index"], "pred": pred, "exit_step": exit_step}
 
     # -- plumbing -----------------------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(params=self.parameters())
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rds_act_config"] = self.run_config
+        checkpoint["rds_act_samples_seen"] = self.samples_seen
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.samples_seen = int(checkpoint.get("rds_act_samples_seen", 0))

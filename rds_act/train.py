@@ -27,7 +27,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module.run_config["choices"] = {g: choices.get(g) for g in ("task", "model", "act", "optimizer")}
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = collect_metrics(trainer, ("val", "ood"))
+    metrics = collect_metrics(trainer, ("val", "ood", "curriculum"))
+    metrics["train/samples"] = float(module.samples_seen)
     if cfg.get("test"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rds_act.data import RPCDataModule, SparseTransformDataModule
+from rds_act.data import ParityDataModule, RPCDataModule, SparseTransformDataModule
 from rds_act.errors import ConfigError
 
 
@@ -140,3 +140,22 @@ def test_fresh_train_samples_each_epoch_are_new_and_deterministic():
     assert epoch1["index"].tolist() == list(range(20, 40))
     again = RPCDataModule(n_train=20, seed=2).make_split("train", 20, 20)
     assert torch.equal(epoch1["x"], again["x"])
+
+
+def test_parity_label_counts_plus_ones_and_ood_is_harder():
+    dm = ParityDataModule(n_train=300, n_val=10, n_test=10, n_ood=300, seed=0, curriculum=None)
+    train, ood = dm.make_split("train"), dm.make_split("ood")
+    for data, lo, hi in ((train, 1, 48), (ood, 49, 64)):
+        x = data["x"]
+        assert x.shape[1] == 64
+        nonzero = (x != 0).sum(1)
+        assert torch.equal(nonzero, data["difficulty"])
+        assert int(nonzero.min()) >= lo and int(nonzero.max()) <= hi
+        assert torch.equal((x == 2).sum(1) % 2, data["y"])
+    assert 0.4 < float(train["y"].float().mean()) < 0.6
+    assert int(train["steps_required"].abs().sum()) == 0  # unknown for parity
+
+
+def test_parity_bad_range():
+    with pytest.raises(ConfigError, match="max_nonzero=64, ood_max_nonzero=64"):
+        ParityDataModule(max_nonzero=64)

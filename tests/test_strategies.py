@@ -7,7 +7,18 @@ import math
 import pytest
 import torch
 
-from rds_act.act import ACTGraves, BetterPLSD, Overthink, Ponder, QLearning, StepStack, first_exit
+from rds_act.act import (
+    PLSD,
+    ACTGraves,
+    BetterPLSD,
+    Overthink,
+    Ponder,
+    QLearning,
+    StepStack,
+    first_exit,
+    first_stable_correct,
+    oracle_step,
+)
 from rds_act.act.act_graves import act_weights
 from rds_act.act.ponder import halting_distribution, truncated_geometric
 from rds_act.errors import ConfigError
@@ -164,6 +175,37 @@ def test_better_plsd_loss_is_task_loss_at_own_t_star():
     assert logs["task_loss"].item() == pytest.approx(task)
     assert logs["oracle_step"].item() == pytest.approx((3 + 1 + 4) / 3)
     assert loss.item() == pytest.approx(task + 0.5 * math.log(2.0), rel=1e-6)
+
+
+def test_better_plsd_ds_weight_adds_mean_over_steps():
+    loss, logs = BetterPLSD(ds_weight=0.5).loss(make_stack(LOSSES), {})
+    mean = sum(sum(row) for row in LOSSES) / 12
+    assert logs["task_loss"].item() == pytest.approx((0.2 + 1.0 + 0.1) / 3 + 0.5 * mean)
+
+
+def test_tolerance_moves_the_halting_target_to_the_earliest_good_enough_step():
+    # sample 2: best 0.1 at step 4, but 0.3 at step 2 is within 0.25 of it
+    assert oracle_step(torch.tensor(LOSSES), tolerance=0.25).tolist() == [3, 1, 2]
+    assert oracle_step(torch.tensor(LOSSES), tolerance=0.0).tolist() == [3, 1, 4]
+    _, logs = PLSD(tolerance=0.25).loss(make_stack(LOSSES), {})
+    assert logs["oracle_step"].item() == pytest.approx((3 + 1 + 2) / 3)
+    with pytest.raises(ConfigError, match="act.tolerance=-1"):
+        PLSD(tolerance=-1)
+
+
+def test_correct_halt_target_is_first_step_from_which_the_answer_stays_right():
+    correct = torch.tensor([[False, True, True],
+                            [True, False, True],
+                            [True, True, True],
+                            [True, False, True]])
+    fallback = torch.tensor([7, 7, 7])
+    # sample 0: right from step 2 on; sample 1: wrong at the last step -> fallback; sample 2: step 1
+    assert first_stable_correct(correct, fallback).tolist() == [2, 7, 1]
+    _, logs = PLSD(halt_target="correct").loss(make_stack(LOSSES, correct=correct.tolist()), {})
+    # sample 1 falls back to the loss argmin (t* = 1 for the tie)
+    assert logs["oracle_step"].item() == pytest.approx((2 + 1 + 1) / 3)
+    with pytest.raises(ConfigError, match="act.halt_target='nope' is unknown"):
+        PLSD(halt_target="nope")
 
 
 def test_better_plsd_targets_take_earliest_tie():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY
@@ -17,7 +18,7 @@ from rds_act.act import PLSD
 from rds_act.build import build_module, build_trainer
 from rds_act.train import train
 
-TASKS = ["rpc", "sparse_transform"]
+TASKS = ["rpc", "sparse_transform", "parity"]
 ACTS = ["fixed", "plsd"]
 
 
@@ -32,7 +33,8 @@ def test_fast_dev_run(compose_cfg, task, act):
     trainer.test(module, datamodule=datamodule, verbose=False)
     logged = trainer.callback_metrics
     for split in ("test", "ood"):
-        assert 1.0 <= float(logged[f"{split}/avg_exit"]) <= (8 if split == "test" else 12)
+        top = cfg.task.T_max if split == "test" else cfg.task.ood_T_max
+        assert 1.0 <= float(logged[f"{split}/avg_exit"]) <= top
         assert 0.0 <= float(logged[f"{split}/acc"]) <= 1.0
     if task == "sparse_transform":
         assert float(logged["test/mse"]) > 0.0
@@ -44,11 +46,13 @@ def test_train_writes_metrics_json_and_is_reproducible(compose_cfg, tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for split in ("val", "test", "ood"):
         for name in ("acc", "oracle_acc", "final_acc", "avg_exit", "oracle_step", "esa", "csr",
-                     "oracle_csr", "ige", "over_rate", "under_rate", "avg_required"):
+                     "oracle_csr", "ige", "over_rate", "under_rate", "avg_required", "exit_rho"):
             assert f"{split}/{name}" in saved
     assert saved["test/avg_required"] == pytest.approx(first["test/avg_required"])
     second = train(compose_cfg(*overrides))
-    assert first == second
+    assert first.keys() == second.keys()
+    for key, value in first.items():  # NaN (e.g. exit_rho with constant exits) equals NaN here
+        assert value == second[key] or (math.isnan(value) and math.isnan(second[key])), key
     assert_metrics_match_predictions(saved, tmp_path / "predictions.csv")
 
 
@@ -76,6 +80,29 @@ def assert_metrics_match_predictions(metrics: dict, path: Path) -> None:
         }
         for name, value in expected.items():
             assert metrics[f"{split}/{name}"] == pytest.approx(value, rel=1e-6, abs=1e-6), name
+        rho = spearman(col["difficulty"], col["exit_step"])
+        if math.isnan(rho):
+            assert metrics[f"{split}/exit_rho"] is None  # written as null
+        else:
+            assert metrics[f"{split}/exit_rho"] == pytest.approx(rho, abs=1e-5)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Pearson correlation of average ranks (ties share their mean rank); NaN if one is constant."""
+
+    def ranks(v: list[float]) -> np.ndarray:
+        v = np.asarray(v)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):
+            r[v == value] = r[v == value].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 class NaNStrategy(PLSD):

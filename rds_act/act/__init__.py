@@ -1,5 +1,12 @@
 from rds_act.act.act_graves import ACTGraves
-from rds_act.act.base import ACTStrategy, StepStack, first_exit, oracle_step, step_targets
+from rds_act.act.base import (
+    ACTStrategy,
+    StepStack,
+    first_exit,
+    first_stable_correct,
+    oracle_step,
+    step_targets,
+)
 from rds_act.act.better_plsd import BetterPLSD
 from rds_act.act.exits import EntropyExit, OracleExit, StabilityExit, build_exit_rule
 from rds_act.act.fixed import Fixed
@@ -9,7 +16,8 @@ from rds_act.act.ponder import Ponder
 from rds_act.act.qlearning import QLearning
 
 __all__ = [
-    "ACTStrategy", "StepStack", "first_exit", "oracle_step", "step_targets",
+    "ACTStrategy", "StepStack", "first_exit", "first_stable_correct", "oracle_step",
+    "step_targets",
     "Fixed", "PLSD", "BetterPLSD", "Overthink", "QLearning", "Ponder", "ACTGraves",
     "build_exit_rule", "EntropyExit", "StabilityExit", "OracleExit",
 ]

@@ -30,9 +30,26 @@ class StepStack:
         return self.losses.shape[0]
 
 
-def oracle_step(losses: Tensor) -> Tensor:
-    """1-based ``t* = argmin_t loss_t`` per sample; ties go to the earliest step."""
-    return losses.detach().argmin(0) + 1
+def oracle_step(losses: Tensor, tolerance: float = 0.0) -> Tensor:
+    """1-based ``t* = argmin_t loss_t`` per sample; ties go to the earliest step.
+
+    With ``tolerance`` ε > 0: the earliest step whose loss is within ε of the minimum, so that a
+    step which only sharpens an answer that is already right does not count as progress.
+    """
+    losses = losses.detach()
+    if tolerance <= 0:
+        return losses.argmin(0) + 1
+    close = losses <= losses.min(0).values + tolerance
+    return close.float().argmax(0) + 1  # argmax returns the first maximal entry
+
+
+def first_stable_correct(correct: Tensor, fallback: Tensor) -> Tensor:
+    """1-based earliest step from which every later prediction is right; ``fallback`` (1-based)
+    for samples whose last step is wrong. A correctness-aware halting target: the first step
+    at which the answer is ready, not the step where the loss happens to be lowest."""
+    stable = correct.flip(0).int().cumprod(0).flip(0).bool()  # right at t and at every t' > t
+    first = stable.int().argmax(0) + 1
+    return torch.where(stable[-1], first, fallback)
 
 
 def step_targets(t_star: Tensor, steps: int) -> Tensor:

@@ -15,15 +15,25 @@ class BetterPLSD(PLSD):
     confidence, so it never exits earlier (the accuracy/compute knob of the seed, λ = 0.7).
 
     Supervising only t* (instead of every step) lets later steps keep improving instead of being
-    pulled toward answers the earlier steps can already give.
+    pulled toward answers the earlier steps can already give. Alone it is a "min over steps"
+    objective that pays for spreading different guesses over the steps; ``ds_weight`` adds that
+    share of the mean loss over all steps (deep supervision) so every step is pulled to the answer.
     """
 
     name = "better_plsd"
 
-    def __init__(self, lam: float = 0.7, halt_weight: float = 1.0):
+    def __init__(
+        self, lam: float = 0.7, halt_weight: float = 1.0, ds_weight: float = 0.0,
+        tolerance: float = 0.0, halt_target: str = "loss",
+    ):
         check_range("act.lam", lam, 0.0, 1.0)
-        super().__init__(halt_weight=halt_weight, threshold=lam)
-        self.lam = lam
+        check_range("act.ds_weight", ds_weight, 0.0)
+        super().__init__(halt_weight=halt_weight, threshold=lam, tolerance=tolerance,
+                         halt_target=halt_target)
+        self.lam, self.ds_weight = lam, ds_weight
 
     def task_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
-        return stack.losses.gather(0, (t_star - 1)[None]).mean()
+        at_t_star = stack.losses.gather(0, (t_star - 1)[None]).mean()
+        if self.ds_weight == 0:
+            return at_t_star
+        return at_t_star + self.ds_weight * stack.losses.mean()

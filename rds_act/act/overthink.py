@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rds_act.act.base import StepStack, oracle_step
+from rds_act.act.base import StepStack
 from rds_act.act.better_plsd import BetterPLSD
 from rds_act.errors import ConfigError, check_range
 
@@ -35,8 +35,12 @@ class Overthink(BetterPLSD):
         warmup: float = 2,
         lam: float = 0.7,
         halt_weight: float = 1.0,
+        ds_weight: float = 0.0,
+        tolerance: float = 0.0,
+        halt_target: str = "loss",
     ):
-        super().__init__(lam=lam, halt_weight=halt_weight)
+        super().__init__(lam=lam, halt_weight=halt_weight, ds_weight=ds_weight,
+                         tolerance=tolerance, halt_target=halt_target)
         if mode not in MODES:
             raise ConfigError(f"act.mode={mode!r} is unknown; allowed: {', '.join(MODES)}")
         check_range("act.beta", beta, 0.0)
@@ -61,7 +65,7 @@ class Overthink(BetterPLSD):
     def oracle(self, stack: StepStack, batch: dict[str, Tensor]) -> Tensor:
         device = stack.losses.device
         cost = self.beta * self.ramp() * self.step_penalty(stack.steps, batch, device)
-        return oracle_step(stack.losses.detach().float() + cost)
+        return self.target_step(stack, stack.losses.detach().float() + cost)
 
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         loss, logs = super().loss(stack, batch)

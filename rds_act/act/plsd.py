@@ -8,28 +8,56 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rds_act.act.base import ACTStrategy, StepStack, oracle_step, step_targets
-from rds_act.errors import check_range
+from rds_act.act.base import (
+    ACTStrategy,
+    StepStack,
+    first_stable_correct,
+    oracle_step,
+    step_targets,
+)
+from rds_act.errors import ConfigError, check_range
 from rds_act.models.dyntrm import StepOut
 
 
 class PLSD(ACTStrategy):
     """Deep-supervised task loss + ``halt_weight`` * BCE(halt head, 1[t >= t*]).
 
-    Halts when sigmoid(halt logit) > ``threshold`` (0.5 for plain PLSD).
+    Halts when sigmoid(halt logit) > ``threshold`` (0.5 for plain PLSD). Deep supervision keeps
+    sharpening answers that are already right, so a plain argmin of the loss teaches late exits;
+    two remedies move the halting target earlier:
+    ``tolerance`` ε: the earliest step within ε of the best loss; ``halt_target='correct'``: the
+    earliest step from which the prediction stays right (samples never right at the last step
+    fall back to the loss rule).
     """
 
     name = "plsd"
+    HALT_TARGETS = ("loss", "correct")
 
-    def __init__(self, halt_weight: float = 1.0, threshold: float = 0.5):
+    def __init__(
+        self, halt_weight: float = 1.0, threshold: float = 0.5, tolerance: float = 0.0,
+        halt_target: str = "loss",
+    ):
         super().__init__()
         check_range("act.halt_weight", halt_weight, 0.0)
         check_range("act.threshold", threshold, 0.0, 1.0)
-        self.halt_weight, self.threshold = halt_weight, threshold
+        check_range("act.tolerance", tolerance, 0.0)
+        if halt_target not in self.HALT_TARGETS:
+            raise ConfigError(
+                f"act.halt_target={halt_target!r} is unknown; allowed: {self.HALT_TARGETS}"
+            )
+        self.halt_weight, self.threshold, self.tolerance = halt_weight, threshold, tolerance
+        self.halt_target = halt_target
 
     def oracle(self, stack: StepStack, batch: dict[str, Tensor]) -> Tensor:
         """The step the halt head is taught to stop at (overridable, e.g. with a step cost)."""
-        return oracle_step(stack.losses)
+        return self.target_step(stack, stack.losses)
+
+    def target_step(self, stack: StepStack, costs: Tensor) -> Tensor:
+        """The halting target from per-step ``costs`` (the loss, or the loss plus a step cost)."""
+        by_loss = oracle_step(costs, self.tolerance)
+        if self.halt_target == "correct":
+            return first_stable_correct(stack.correct, by_loss)
+        return by_loss
 
     def task_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
         return stack.losses.mean()

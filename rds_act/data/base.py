@@ -8,6 +8,7 @@ from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
+from rds_act.data.curriculum import Curriculum
 from rds_act.errors import ConfigError
 
 SPLITS = {"train": 0, "val": 1, "test": 2, "ood": 3}
@@ -39,6 +40,11 @@ class TaskDataModule(LightningDataModule):
     serves [test, ood]. With ``fresh_train`` each epoch trains on new samples (indices
     ``epoch * n_train + i``; needs the trainer's ``reload_dataloaders_every_n_epochs=1``), so a
     small model cannot pass by memorising a fixed training set.
+
+    Subclasses also name their difficulty range per split (``difficulty_range``) and draw each
+    sample's difficulty with ``draw_difficulty``; ``curriculum`` (a dict of ``Curriculum``
+    arguments, or None) then narrows the training range to the easy end and widens it as the
+    model masters it.
     """
 
     name = "task"
@@ -54,6 +60,7 @@ class TaskDataModule(LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         fresh_train: bool = True,
+        curriculum: dict | None = None,
     ):
         super().__init__()
         sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_ood": n_ood,
@@ -64,8 +71,49 @@ class TaskDataModule(LightningDataModule):
         self.sizes = {"train": n_train, "val": n_val, "test": n_test, "ood": n_ood}
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.num_workers, self.fresh_train = seed, num_workers, fresh_train
-        self._train_epoch = 0
+        self.curriculum: Curriculum | None = None
+        if curriculum is not None:
+            if not hasattr(curriculum, "keys"):
+                raise ConfigError(
+                    f"task.datamodule.curriculum={curriculum!r} must be null or a mapping with "
+                    "start, step, threshold"
+                )
+            self.curriculum = Curriculum(**curriculum)
+        self._train_key: tuple[int, int | None] = (0, None)
         self.data: dict[str, TensorDictDataset] = {}
+
+    def difficulty_range(self, split: str) -> tuple[int, int]:
+        """Inclusive ``(lo, hi)`` of the task's difficulty (its ``steps_required``) per split."""
+        raise NotImplementedError
+
+    def draw_difficulty(self, rng: np.random.Generator, split: str) -> int:
+        """A difficulty uniform over the split's range (the curriculum's range while training)."""
+        lo, hi = self.difficulty_range(split)
+        if split == "train" and self.curriculum is not None:
+            self.curriculum.clamp(lo, hi)
+            hi = self.curriculum.level
+        return int(rng.integers(lo, hi + 1))
+
+    def promote(self, accuracy: float) -> bool:
+        """Report the accuracy on the current training range; True when the range widened."""
+        if self.curriculum is None:
+            return False
+        self.curriculum.clamp(*self.difficulty_range("train"))
+        return self.curriculum.update(accuracy)
+
+    @property
+    def level(self) -> int | None:
+        """The curriculum's current top difficulty (None without a curriculum)."""
+        return None if self.curriculum is None else self.curriculum.level
+
+    def state_dict(self) -> dict:
+        return {} if self.curriculum is None else {"curriculum": self.curriculum.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.curriculum is not None and "curriculum" in state:
+            self.curriculum.clamp(*self.difficulty_range("train"))
+            self.curriculum.load_state_dict(state["curriculum"])
+            self.data.pop("train", None)  # regenerate at the restored level
 
     def make_sample(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -83,6 +131,8 @@ class TaskDataModule(LightningDataModule):
         for split in SPLITS:
             if split not in self.data:
                 self.data[split] = TensorDictDataset(self.make_split(split))
+                if split == "train":
+                    self._train_key = (0, self.level)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.data[split]
@@ -93,10 +143,11 @@ class TaskDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        if self.fresh_train and epoch != self._train_epoch:
+        key = (epoch if self.fresh_train else 0, self.level)
+        if key != self._train_key or "train" not in self.data:
             n = self.sizes["train"]
-            self.data["train"] = TensorDictDataset(self.make_split("train", n, epoch * n))
-            self._train_epoch = epoch
+            self.data["train"] = TensorDictDataset(self.make_split("train", n, key[0] * n))
+            self._train_key = key
         return self._loader("train", True)
 
     def val_dataloader(self) -> list[DataLoader]:

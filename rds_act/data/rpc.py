@@ -32,7 +32,8 @@ def make_rpc_sample(
         pos += length
     order = rng.permutation(n_slots)
     x = np.array([slots[i] for i in order] + [(keys[0], vocab)], dtype=np.int64)
-    return {"x": x, "y": np.int64(ends[0]), "steps_required": np.int64(hops)}
+    return {"x": x, "y": np.int64(ends[0]), "steps_required": np.int64(hops),
+            "difficulty": np.int64(hops)}
 
 
 class RPCDataModule(TaskDataModule):
@@ -59,7 +60,9 @@ class RPCDataModule(TaskDataModule):
         self.n_slots, self.vocab, self.min_chains = n_slots, vocab, min_chains
         self.max_hops, self.ood_max_hops = max_hops, ood_max_hops
 
+    def difficulty_range(self, split: str) -> tuple[int, int]:
+        return 1, self.ood_max_hops if split == "ood" else self.max_hops
+
     def make_sample(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
-        top = self.ood_max_hops if split == "ood" else self.max_hops
-        hops = int(rng.integers(1, top + 1))
+        hops = self.draw_difficulty(rng, split)
         return make_rpc_sample(rng, self.n_slots, self.vocab, hops, self.min_chains)

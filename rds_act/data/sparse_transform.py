@@ -66,9 +66,11 @@ class SparseTransformDataModule(TaskDataModule):
         self.max_count, self.ood_max_count = max_count, ood_max_count
         self.rule = SparseRule(dim, frac, rule_seed)
 
+    def difficulty_range(self, split: str) -> tuple[int, int]:
+        return 1, self.ood_max_count if split == "ood" else self.max_count
+
     def make_sample(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
-        top = self.ood_max_count if split == "ood" else self.max_count
-        count = int(rng.integers(1, top + 1))
+        count = self.draw_difficulty(rng, split)
         x = rng.standard_normal(self.dim).astype(np.float32)
         if self.variant == "learnable":
             y, mask, visible = self.rule.apply(x, count), self.rule.mask, count
@@ -80,4 +82,5 @@ class SparseTransformDataModule(TaskDataModule):
         return {
             "x": x, "y": y.astype(np.float32), "mask": mask.astype(np.float32),
             "count": np.int64(visible), "steps_required": np.int64(count),
+            "difficulty": np.int64(count),
         }

@@ -88,6 +88,21 @@ class PairTokenEncoder(nn.Module):
         return self.symbol(x[..., 0]) + self.value_proj(self.symbol(x[..., 1])) + self.role(role)
 
 
+class SequenceTokenEncoder(nn.Module):
+    """Embeds a sequence of integer tokens with learned positions, plus a final query token that
+    the class readout reads (e.g. parity: one token per entry, 0 / -1 / +1)."""
+
+    def __init__(self, n_tokens: int, seq_len: int, d_model: int):
+        super().__init__()
+        self.token = nn.Embedding(n_tokens, d_model)
+        self.pos = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        self.query = nn.Parameter(torch.randn(d_model) * 0.02)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        x = self.token(batch["x"]) + self.pos
+        return torch.cat([x, self.query.expand(x.shape[0], 1, -1)], dim=1)
+
+
 class VectorEncoder(nn.Module):
     """Embeds a real vector one coordinate per token, plus the visible step count on every token."""
 

@@ -1,0 +1,81 @@
+"""The difficulty curriculum: the training range starts easy, widens on mastery, survives a resume."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+from conftest import TINY
+
+from rds_act.build import build_module, build_trainer
+from rds_act.data import ParityDataModule, RPCDataModule, SparseTransformDataModule
+from rds_act.data.curriculum import Curriculum
+from rds_act.errors import ConfigError
+
+CURRICULUM = {"start": 2, "step": 3, "threshold": 0.8}
+
+
+class FakeTrainer:
+    current_epoch = 0
+
+
+@pytest.mark.parametrize(
+    "cls, top", [(RPCDataModule, 8), (SparseTransformDataModule, 8), (ParityDataModule, 48)]
+)
+def test_training_range_starts_easy_and_widens_on_mastery(cls, top):
+    dm = cls(n_train=400, n_val=50, n_test=50, n_ood=50, seed=1, curriculum=CURRICULUM)
+    dm.trainer = FakeTrainer()
+    dm.setup()
+    lo = dm.difficulty_range("train")[0]
+    assert set(dm.data["train"].tensors["difficulty"].tolist()) == set(range(lo, 3))
+    assert int(dm.data["val"].tensors["difficulty"].max()) > 2  # evaluation sees the full range
+    assert not dm.promote(0.79)  # below the threshold: no change
+    assert dm.level == 2
+    assert dm.promote(0.8)
+    assert dm.level == 5
+    new = dm.train_dataloader().dataset.tensors["difficulty"]  # same epoch, new range: regenerated
+    assert set(new.tolist()) == set(range(lo, 6))
+    while dm.promote(1.0):
+        pass
+    assert dm.level == top and not dm.promote(1.0)  # capped at the task's own top difficulty
+
+
+def test_curriculum_state_round_trips():
+    dm = RPCDataModule(seed=0, curriculum=CURRICULUM)
+    dm.promote(0.9)
+    other = RPCDataModule(seed=0, curriculum=CURRICULUM)
+    other.load_state_dict(dm.state_dict())
+    assert other.level == dm.level == 5
+
+
+def test_without_curriculum_the_full_range_is_drawn():
+    dm = RPCDataModule(n_train=300, seed=0, curriculum=None)
+    assert set(dm.make_split("train")["difficulty"].tolist()) == set(range(1, 9))
+    assert not dm.promote(1.0) and dm.level is None and dm.state_dict() == {}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"start": 0}, "curriculum.start=0"), ({"step": 1.5}, "curriculum.step=1.5"),
+     ({"threshold": 1.2}, r"curriculum.threshold=1.2 must be a number in \[0, 1\]")],
+)
+def test_bad_curriculum_values(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Curriculum(**kwargs)
+
+
+def test_bad_curriculum_type():
+    with pytest.raises(ConfigError, match="curriculum=3 must be null or a mapping"):
+        RPCDataModule(curriculum=3)
+
+
+def test_training_promotes_and_logs_the_level(compose_cfg):
+    """threshold 0: every epoch widens the range, and the level is logged per epoch."""
+    cfg = compose_cfg(*TINY, "trainer.max_epochs=3", "task.datamodule.curriculum.threshold=0.0",
+                      "task.datamodule.curriculum.start=1", "trainer.enable_progress_bar=false")
+    L.seed_everything(0)
+    module, datamodule = build_module(cfg)
+    build_trainer(cfg).fit(module, datamodule=datamodule)
+    assert datamodule.level == 4
+    assert float(module.trainer.callback_metrics["curriculum/level"]) == 4.0
+    assert module.samples_seen == 3 * 64
+    assert set(datamodule.data["train"].tensors["difficulty"].tolist()) <= {1, 2, 3}
