@@ -116,3 +116,13 @@ def test_predict_refuses_the_oracle_exit_in_one_line():
                           exit_rule=OracleExit())
     with pytest.raises(ConfigError, match="eval.exit=oracle needs every step's loss"):
         module.predict_step(batch(4), 0)
+
+
+def test_halt_detach_keeps_the_halting_loss_out_of_the_backbone():
+    for detach, expect_grad in ((True, False), (False, True)):
+        model = make_model(T_max=3, halt_detach=detach)
+        torch.nn.init.normal_(model.halt_head.weight)  # zero at init: no gradient to pass back
+        model.unroll(batch()).halt_logits.sum().backward()
+        block_grad = sum(p.grad.abs().sum() for p in model.block.parameters() if p.grad is not None)
+        assert (float(block_grad) > 0) == expect_grad
+        assert model.halt_head.weight.grad.abs().sum() > 0  # the head itself always learns

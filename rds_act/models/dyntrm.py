@@ -65,6 +65,11 @@ class DynTRM(nn.Module):
 
     ``grad_steps=k`` backpropagates only through the last k of the unrolled steps (TRM-style);
     earlier steps run under ``no_grad`` so training memory stays flat in ``T_max``.
+
+    ``halt_detach=True`` feeds the halting head a detached state: the halting loss trains the head
+    but not the backbone. Early in training the halting target (t*) is noise, and its gradient
+    through the shared state stalls the multi-hop algorithm (measured on RPC: L <= 2 at 0.09
+    accuracy after 100k samples with it, 0.48 without).
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class DynTRM(nn.Module):
         dropout: float = 0.0,
         state_norm: bool = True,
         activation_checkpointing: bool = False,
+        halt_detach: bool = True,
     ):
         super().__init__()
         if int(T_max) < 1:
@@ -95,7 +101,7 @@ class DynTRM(nn.Module):
         self.halt_head = nn.Linear(d_model, 2)
         nn.init.zeros_(self.halt_head.weight)
         nn.init.constant_(self.halt_head.bias, -2.0)  # start out "keep thinking"
-        self.activation_checkpointing = activation_checkpointing
+        self.activation_checkpointing, self.halt_detach = activation_checkpointing, halt_detach
 
     def init_state(self, batch: dict[str, Tensor]) -> State:
         inject = self.encoder(batch)
@@ -111,7 +117,8 @@ class DynTRM(nn.Module):
         h = self.state_norm(self._block(state.h + state.inject))
         out = self.out_norm(h)
         summary = self.readout.pool(out)
-        return StepOut(State(h, state.inject), self.readout(out), self.halt_head(summary), summary)
+        halt_logits = self.halt_head(summary.detach() if self.halt_detach else summary)
+        return StepOut(State(h, state.inject), self.readout(out), halt_logits, summary)
 
     def unroll(self, batch: dict[str, Tensor], steps: int | None = None) -> Unrolled:
         """Run every sample for ``steps`` (default ``T_max``) steps and stack the outputs."""

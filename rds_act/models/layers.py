@@ -89,17 +89,26 @@ class PairTokenEncoder(nn.Module):
 
 
 class SequenceTokenEncoder(nn.Module):
-    """Embeds a sequence of integer tokens with learned positions, plus a final query token that
-    the class readout reads (e.g. parity: one token per entry, 0 / -1 / +1)."""
+    """Embeds a sequence of integer tokens, ``chunk`` consecutive ones per model token (a linear
+    map of their one-hot codes), with learned positions, plus a final query token that the class
+    readout reads. Parity: entries 0 / -1 / +1; ``chunk=8`` turns 64 entries into 8 tokens.
+    """
 
-    def __init__(self, n_tokens: int, seq_len: int, d_model: int):
+    def __init__(self, n_tokens: int, seq_len: int, d_model: int, chunk: int = 1):
         super().__init__()
-        self.token = nn.Embedding(n_tokens, d_model)
-        self.pos = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        if chunk < 1 or seq_len % chunk:
+            from rds_act.errors import ConfigError
+
+            raise ConfigError(f"task.encoder.chunk={chunk} must be >= 1 and divide {seq_len}")
+        self.n_tokens, self.chunk = n_tokens, chunk
+        self.embed = nn.Linear(chunk * n_tokens, d_model)
+        self.pos = nn.Parameter(torch.randn(seq_len // chunk, d_model) * 0.02)
         self.query = nn.Parameter(torch.randn(d_model) * 0.02)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        x = self.token(batch["x"]) + self.pos
+        codes = F.one_hot(batch["x"], self.n_tokens).float()  # [B, L, n_tokens]
+        x = self.embed(codes.flatten(1).view(codes.shape[0], -1, self.chunk * self.n_tokens))
+        x = x + self.pos
         return torch.cat([x, self.query.expand(x.shape[0], 1, -1)], dim=1)
 
 
