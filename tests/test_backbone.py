@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from rds_act.act import PLSD, first_exit
@@ -118,11 +121,34 @@ def test_predict_refuses_the_oracle_exit_in_one_line():
         module.predict_step(batch(4), 0)
 
 
-def test_halt_detach_keeps_the_halting_loss_out_of_the_backbone():
-    for detach, expect_grad in ((True, False), (False, True)):
-        model = make_model(T_max=3, halt_detach=detach)
-        torch.nn.init.normal_(model.halt_head.weight)  # zero at init: no gradient to pass back
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_halt_grad_scales_what_the_halting_loss_sends_into_the_backbone(hidden):
+    grads = {}
+    for share in (0.0, 0.1, 1.0):
+        model = make_model(T_max=3, halt_grad=share, halt_hidden=hidden)
+        last = model.halt_head[-1] if hidden else model.halt_head
+        torch.nn.init.normal_(last.weight)  # zero at init: no gradient to pass back
         model.unroll(batch()).halt_logits.sum().backward()
-        block_grad = sum(p.grad.abs().sum() for p in model.block.parameters() if p.grad is not None)
-        assert (float(block_grad) > 0) == expect_grad
-        assert model.halt_head.weight.grad.abs().sum() > 0  # the head itself always learns
+        grads[share] = float(
+            sum(p.grad.abs().sum() for p in model.block.parameters() if p.grad is not None)
+        )
+        assert last.weight.grad.abs().sum() > 0  # the head itself always learns
+    assert grads[0.0] == 0.0
+    assert grads[0.1] == pytest.approx(0.1 * grads[1.0], rel=1e-4)
+
+
+def test_halt_confidence_shows_the_head_how_sure_the_readout_is():
+    readout = ClassReadout(32, 64)
+    uniform, sure = torch.zeros(3, 64), torch.zeros(3, 64)
+    sure[:, 5] = 50.0
+    conf = readout.confidence(uniform)
+    assert torch.allclose(conf, torch.tensor([-math.log(64), math.log(64)]).expand(3, 2))
+    assert torch.allclose(readout.confidence(sure), torch.zeros(3, 2), atol=1e-4)
+    model = make_model(T_max=2, halt_confidence=True)
+    assert model.halt_head.in_features == 32 + 2
+    torch.nn.init.normal_(model.halt_head.weight)
+    base = model.unroll(batch()).halt_logits
+    with torch.no_grad():
+        model.halt_head.weight[:, :32] = 0.0  # only the confidence features left
+    assert model.unroll(batch()).halt_logits.std() > 0
+    assert not torch.allclose(base, model.unroll(batch()).halt_logits)

@@ -130,6 +130,8 @@ class VectorEncoder(nn.Module):
 class ClassReadout(nn.Module):
     """Class logits read from one token (the query row by default)."""
 
+    n_confidence = 2
+
     def __init__(self, d_model: int, n_classes: int, position: int = -1):
         super().__init__()
         self.position = position
@@ -142,9 +144,17 @@ class ClassReadout(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         return self.head(self.pool(h))
 
+    def confidence(self, logits: Tensor) -> Tensor:
+        """[..., 2]: the top log-probability and the entropy of the predicted distribution."""
+        logp = torch.log_softmax(logits.float(), -1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return torch.stack([logp.max(-1).values, entropy], -1).to(logits.dtype)
+
 
 class VectorReadout(nn.Module):
     """One real value per coordinate token."""
+
+    n_confidence = 0  # a point prediction carries no confidence
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -155,3 +165,6 @@ class VectorReadout(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         return self.head(h).squeeze(-1)
+
+    def confidence(self, pred: Tensor) -> Tensor:
+        return pred.new_zeros((*pred.shape[:-1], 0))
