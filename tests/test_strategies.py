@@ -202,8 +202,8 @@ def test_correct_halt_target_is_first_step_from_which_the_answer_stays_right():
     # sample 0: right from step 2 on; sample 1: wrong at the last step -> fallback; sample 2: step 1
     assert first_stable_correct(correct, fallback).tolist() == [2, 7, 1]
     _, logs = PLSD(halt_target="correct").loss(make_stack(LOSSES, correct=correct.tolist()), {})
-    # sample 1 falls back to the loss argmin (t* = 1 for the tie)
-    assert logs["oracle_step"].item() == pytest.approx((2 + 1 + 1) / 3)
+    # sample 1 is wrong at the last step: taught to think to the end (T = 4)
+    assert logs["oracle_step"].item() == pytest.approx((2 + 4 + 1) / 3)
     with pytest.raises(ConfigError, match="act.halt_target='nope' is unknown"):
         PLSD(halt_target="nope")
 

@@ -26,8 +26,7 @@ class PLSD(ACTStrategy):
     sharpening answers that are already right, so a plain argmin of the loss teaches late exits;
     two remedies move the halting target earlier:
     ``tolerance`` ε: the earliest step within ε of the best loss; ``halt_target='correct'``: the
-    earliest step from which the prediction stays right (samples never right at the last step
-    fall back to the loss rule).
+    earliest step from which the prediction stays right (samples wrong at the last step: T).
     """
 
     name = "plsd"
@@ -53,11 +52,15 @@ class PLSD(ACTStrategy):
         return self.target_step(stack, stack.losses)
 
     def target_step(self, stack: StepStack, costs: Tensor) -> Tensor:
-        """The halting target from per-step ``costs`` (the loss, or the loss plus a step cost)."""
-        by_loss = oracle_step(costs, self.tolerance)
+        """The halting target from per-step ``costs`` (the loss, or the loss plus a step cost).
+
+        With ``halt_target='correct'``, a sample that is not right at the last step is taught to
+        think to the end: while the model knows nothing, the target stays fixed instead of
+        following the noise of an argmin over equally bad steps.
+        """
         if self.halt_target == "correct":
-            return first_stable_correct(stack.correct, by_loss)
-        return by_loss
+            return first_stable_correct(stack.correct, torch.full_like(costs[0], stack.steps).long())
+        return oracle_step(costs, self.tolerance)
 
     def task_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
         return stack.losses.mean()
