@@ -14,23 +14,29 @@ from rds_act.errors import ConfigError
 
 
 @pytest.mark.parametrize(
-    "group", ["task", "model", "act", "optimizer", "trainer", "logger", "callbacks", "experiment"]
+    "group",
+    ["task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
+     "experiment"],
 )
 def test_every_option_composes(compose_cfg, group):
     options = group_options(group)
     assert options, f"conf/{group} has no options"
     for option in options:
         cfg = compose_cfg(f"{group}={option}")
-        assert cfg.task.name in ("rpc", "sparse_transform")
+        assert cfg.task.name in ("rpc", "rpc_small", "sparse_transform", "parity")
         hydra.utils.instantiate(cfg.act)
+        hydra.utils.instantiate(cfg.model)
 
 
-@pytest.mark.parametrize("task", ["rpc", "sparse_transform"])
+@pytest.mark.parametrize(
+    "task, steps", [("rpc", (8, 12)), ("rpc_small", (4, 5)), ("sparse_transform", (8, 12)),
+                    ("parity", (8, 12))]
+)
 @pytest.mark.parametrize("act", ["fixed", "plsd"])
-def test_module_builds_for_task_and_act(compose_cfg, task, act):
+def test_module_builds_for_task_and_act(compose_cfg, task, steps, act):
     module, datamodule = build_module(compose_cfg(f"task={task}", f"act={act}"))
-    assert module.model.T_max == 8 and module.ood_T_max == 12
-    assert type(datamodule).name == task
+    assert (module.model.T_max, module.ood_T_max) == steps
+    assert type(datamodule).name == task.split("_small")[0]
 
 
 def test_unknown_group_option_names_value_and_choices():
@@ -45,8 +51,14 @@ def test_unknown_group_option_names_value_and_choices():
         ("model.T_max=0", "model.T_max=0 must be >= 1"),
         ("task.datamodule.n_train=0", "n_train=0 must be a positive integer"),
         ("task.datamodule.batch_size=-4", "batch_size=-4 must be a positive integer"),
-        ("task.ood_T_max=4", "task.ood_T_max=4 must be >= T_max=8"),
+        ("task.ood_T_max=3", "task.ood_T_max=3 must be >= T_max=4"),
         ("act.threshold=1.5", r"act.threshold=1.5 is out of range; allowed: \[0.0, 1.0\]"),
+        ("act.tolerance=-0.5", r"act.tolerance=-0.5 is out of range; allowed: >= 0.0"),
+        ("act.halt_target=soon", r"act.halt_target='soon' is unknown; allowed: \('loss', 'correct'\)"),
+        ("model.halt_grad=2", r"model.halt_grad=2 is out of range; allowed: \[0.0, 1.0\]"),
+        ("model.halt_hidden=-1", r"model.halt_hidden=-1 must be >= 0"),
+        ("task.datamodule.curriculum.metric=best", r"curriculum.metric='best' is unknown"),
+        ("task.datamodule.curriculum.start=0", r"curriculum.start=0 must be a positive integer"),
     ],
 )
 def test_bad_values_raise_config_error(compose_cfg, override, message):
@@ -81,3 +93,22 @@ def test_eval_exit_picks_the_rule_and_rejects_unknown(compose_cfg):
     with pytest.raises(Exception, match="eval.exit=entropy needs a predicted class distribution"):
         build_module(compose_cfg("task=sparse_transform", "eval.exit=entropy", "ckpt_path=x",
                                  config="eval"))
+
+
+def test_warmup_cosine_schedule_shape():
+    import torch
+
+    from rds_act.optim import warmup_cosine
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=100, warmup_frac=0.1, min_lr_ratio=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < 0.2 and max(lrs) == pytest.approx(1.0, abs=1e-6)
+    assert lrs.index(max(lrs)) == 10  # peak right after the warm-up
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01) and all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
+    with pytest.raises(ConfigError, match="scheduler.warmup_frac=2"):
+        warmup_cosine(opt, total_steps=10, warmup_frac=2)

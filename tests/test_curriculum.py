@@ -70,7 +70,8 @@ def test_bad_curriculum_type():
 
 def test_training_promotes_and_logs_the_level(compose_cfg):
     """threshold 0: every epoch widens the range, and the level is logged per epoch."""
-    cfg = compose_cfg(*TINY, "trainer.max_epochs=3", "task.datamodule.curriculum.threshold=0.0",
+    cfg = compose_cfg("task=rpc", *TINY, "trainer.max_epochs=3",
+                      "task.datamodule.curriculum.threshold=0.0",
                       "task.datamodule.curriculum.start=1", "trainer.enable_progress_bar=false")
     L.seed_everything(0)
     module, datamodule = build_module(cfg)
