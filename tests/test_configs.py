@@ -109,6 +109,7 @@ def test_warmup_cosine_schedule_shape():
         sched.step()
     assert lrs[0] < 0.2 and max(lrs) == pytest.approx(1.0, abs=1e-6)
     assert lrs.index(max(lrs)) == 10  # peak right after the warm-up
-    assert lrs[-1] == pytest.approx(0.1, abs=0.01) and all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01)
+    assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
     with pytest.raises(ConfigError, match="scheduler.warmup_frac=2"):
         warmup_cosine(opt, total_steps=10, warmup_frac=2)
