@@ -33,3 +33,12 @@ def test_curriculum_is_what_makes_it_learn(compose_cfg):
     """The same budget without the curriculum stays far below (the lever is the data order)."""
     metrics = fit_and_test(compose_cfg(*QUIET, "task.datamodule.curriculum=null"))
     assert metrics["test/final_acc"] < 0.9, metrics["test/final_acc"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("act", ["plsd", "better_plsd", "overthink"])
+def test_plsd_family_learns_small_rpc(compose_cfg, act):
+    """Half the default budget (240k samples): every PLSD-family strategy is well past 90 %."""
+    metrics = fit_and_test(compose_cfg(*QUIET, f"act={act}", "trainer.max_epochs=30"))
+    assert metrics["test/acc"] >= 0.9, metrics["test/acc"]
+    assert metrics["test/final_acc"] >= 0.9, metrics["test/final_acc"]
