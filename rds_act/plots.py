@@ -4,6 +4,10 @@
 - ``exit_hist.png``: does the exit step follow the number of steps a sample really needs?
 - ``complexity_vs_oracle.png``: does the oracle step t* track the task's true step count?
 - ``lambda_sweep.png``: how do accuracy and compute move with the halting threshold λ?
+- ``learning_curve.png``: how fast does each run learn (validation accuracy vs training samples)?
+
+Every run is labelled by the overrides that differ between the runs drawn, and each strategy
+(``act``) keeps one colour in every figure.
 
 A figure whose data is missing is skipped with a reason, never drawn empty.
 """
@@ -59,8 +63,23 @@ def _describe(group: Group, keys: Sequence[str], default: str = "") -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={group.key[k]}" for k in keys if group.key[k]) or default
 
 
+ACT_ORDER = ("fixed", "qlearning", "plsd", "better_plsd", "overthink", "ponder", "act_graves")
+
+
+def act_color(act: str) -> str:
+    """One colour per strategy, the same in every figure and every report."""
+    if act in ACT_ORDER:
+        return f"C{ACT_ORDER.index(act)}"
+    return f"C{(len(ACT_ORDER) + sum(map(ord, act))) % 10}"
+
+
 def _colors(names: Sequence[str]) -> dict[str, str]:
-    return {n: f"C{i % 10}" for i, n in enumerate(names)}
+    return {n: act_color(n) for n in names}
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    """Tight bounding box: labels and legends outside the axes stay inside the image."""
+    fig.savefig(path, dpi=100, bbox_inches="tight")
 
 
 def _mean_err(values: np.ndarray) -> tuple[float, float | None]:
@@ -99,7 +118,7 @@ def pareto(groups: Sequence[Group], path: Path) -> None:
         ax.set(xlabel="test average exit step", ylabel=ylabel, title=f"task={task or '?'}")
     fig.suptitle("Accuracy vs compute (mean over seeds, bars = std)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def exit_hist(groups: Sequence[Group], preds: dict[Path, Predictions | None], path: Path) -> None:
@@ -119,7 +138,8 @@ def exit_hist(groups: Sequence[Group], preds: dict[Path, Predictions | None], pa
             runs = [preds[r.path] for r in g.runs if preds.get(r.path)]
             if runs:
                 exits = np.concatenate([p["exit_step"] for p in runs])
-                ax.hist(exits, bins, density=True, alpha=0.45, label=f"exit: {_describe(g, extra, 'all')}")
+                ax.hist(exits, bins, density=True, alpha=0.45, color=act_color(act) if not extra else None,
+                        label=f"exit: {_describe(g, extra, 'all')}")
                 required += [p["steps_required"] for p in runs]
         req = np.concatenate(required)
         if (req > 0).any():
@@ -129,7 +149,7 @@ def exit_hist(groups: Sequence[Group], preds: dict[Path, Predictions | None], pa
         ax.legend(fontsize=7)
     fig.suptitle("Exit step vs steps required (test split)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def complexity_vs_oracle(groups: Sequence[Group], preds: dict[Path, Predictions | None], path: Path) -> None:
@@ -162,7 +182,7 @@ def complexity_vs_oracle(groups: Sequence[Group], preds: dict[Path, Predictions 
            title="Oracle step vs true complexity (test)")
     ax.legend(title="act", fontsize=8, markerscale=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def _as_float(value: str) -> float | None:
@@ -201,7 +221,52 @@ def lambda_sweep(groups: Sequence[Group], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("Halting threshold sweep (mean over seeds, bars = std)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
+
+
+def read_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str, str] | None:
+    """(x, y, x name, y name) from a run's csv/metrics.csv: validation accuracy (or MSE) against
+    training samples (against epochs for runs that did not log ``train/samples``)."""
+    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
+    if not files:
+        return None
+    with files[-1].open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    y_key = "val/acc" if "val/acc" in rows[0] else "val/mse" if "val/mse" in rows[0] else None
+    if y_key is None:
+        return None
+    x_key = "train/samples" if "train/samples" in rows[0] else "epoch"
+    points = [(float(r[x_key]), float(r[y_key])) for r in rows if r.get(y_key) and r.get(x_key)]
+    if not points:
+        return None
+    x, y = np.array(points).T
+    return x, y, x_key, y_key
+
+
+def learning_curve(groups: Sequence[Group], path: Path) -> None:
+    """Validation accuracy against training samples, one line per run, one colour per act."""
+    curves = [(g, r, read_curve(r.path)) for g in groups for r in g.runs]
+    curves = [(g, r, c) for g, r, c in curves if c is not None]
+    if not curves:
+        raise SkipPlot("no run has a csv/metrics.csv with val/acc (or val/mse)")
+    extra = _varying(groups, skip=("act",))
+    seeds = len({r.labels.get("seed") for _, r, _ in curves}) > 1
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for g, r, (x, y, _, _) in curves:
+        label = g.key.get("act", "") + (f" ({_describe(g, extra)})" if extra else "")
+        label += f" seed={r.labels.get('seed')}" if seeds else ""
+        ax.plot(x, y, "-", color=act_color(g.key.get("act", "")), alpha=0.85, label=label)
+    x_names = {c[2] for _, _, c in curves}
+    y_names = {c[3] for _, _, c in curves}
+    ax.set(xlabel="training samples" if x_names == {"train/samples"} else
+           "epoch (runs without train/samples)" if x_names == {"epoch"} else
+           "training samples, or epoch where not logged",
+           ylabel=" / ".join(sorted(y_names)), title="Learning curves (validation split)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def write_plots(groups: Sequence[Group], out_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
@@ -212,6 +277,7 @@ def write_plots(groups: Sequence[Group], out_dir: Path) -> tuple[dict[str, Path]
         "exit_hist.png": lambda p: exit_hist(groups, preds, p),
         "complexity_vs_oracle.png": lambda p: complexity_vs_oracle(groups, preds, p),
         "lambda_sweep.png": lambda p: lambda_sweep(groups, p),
+        "learning_curve.png": lambda p: learning_curve(groups, p),
     }
     written, skipped = {}, {}
     for name, draw in figures.items():

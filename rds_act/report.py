@@ -128,6 +128,9 @@ def run_labels(run_dir: Path, follow_checkpoint: bool = True) -> dict[str, str]:
             return labels
         labels = {**run_labels(source, follow_checkpoint=False), **labels}
     choices = _dig(_read_yaml(hydra_dir / "hydra.yaml"), "hydra", "runtime", "choices") or {}
+    for group, choice in choices.items():  # every run names every group: only real differences
+        if not group.startswith("hydra") and choice is not None and group not in ("task", "act"):
+            labels.setdefault(group, str(choice))
     target = _dig(config, "act", "_target_")
     fallback = {
         "task": choices.get("task") or _dig(config, "task", "name"),

@@ -20,9 +20,21 @@ COLUMNS = ("split,index,exit_step,oracle_step,steps_required,correct,correct_ora
 
 
 def make_run(run_dir: Path, overrides: list[str], metrics: dict, predictions: bool = True,
-             act_target: str = "rds_act.act.PLSD") -> Path:
-    """A run dir shaped like rds-act-train's: metrics.json, .hydra/*.yaml, predictions.csv."""
+             act_target: str = "rds_act.act.PLSD", curve: bool = False,
+             choices: dict | None = None) -> Path:
+    """A run dir shaped like rds-act-train's: metrics.json, .hydra/*.yaml, predictions.csv and,
+    with ``curve``, a Lightning csv/metrics.csv with val/acc and train/samples per epoch."""
     (run_dir / ".hydra").mkdir(parents=True)
+    if choices is not None:
+        (run_dir / ".hydra" / "hydra.yaml").write_text(
+            yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    if curve:
+        (run_dir / "csv").mkdir()
+        rows = ["epoch,step,train/loss,train/samples,val/acc"]
+        for epoch in range(5):
+            rows.append(f"{epoch},{epoch * 10},0.5,,")  # a training row: no val/acc
+            rows.append(f"{epoch},{epoch * 10},,{(epoch + 1) * 8000},{0.1 + 0.2 * epoch}")
+        (run_dir / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     config = {"task_name": "train", "seed": 0, "task": {"name": "rpc"},
@@ -51,7 +63,8 @@ def sweep(tmp_path: Path) -> Path:
     n = 0
     for act, pair in accs.items():
         for seed, acc in enumerate(pair):
-            make_run(root / str(n), [f"act={act}", f"seed={seed}"], metrics(acc, 8.0 - 2 * seed))
+            make_run(root / str(n), [f"act={act}", f"seed={seed}"], metrics(acc, 8.0 - 2 * seed),
+                     curve=True)
             n += 1
     for lam in (0.3, 0.7):
         for seed in (0, 1):
@@ -86,7 +99,8 @@ def test_summary_md_mean_std_over_seeds(sweep: Path, tmp_path: Path) -> None:
 def test_every_png_is_written(sweep: Path, tmp_path: Path) -> None:
     result = write_report([sweep], tmp_path / "out")
     assert result["skipped"] == {}
-    for name in ("pareto.png", "exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png"):
+    for name in ("pareto.png", "exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png",
+                 "learning_curve.png"):
         data = (tmp_path / "out" / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
 
@@ -96,9 +110,44 @@ def test_missing_predictions_skip_histograms(tmp_path: Path) -> None:
         make_run(tmp_path / "runs" / str(seed), ["act=plsd", f"seed={seed}"], metrics(0.5, 4.0),
                  predictions=False)
     result = write_report([tmp_path / "runs"], tmp_path / "out")
-    assert set(result["skipped"]) == {"exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png"}
+    assert set(result["skipped"]) == {"exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png",
+                                      "learning_curve.png"}
+    assert "val/acc" in result["skipped"]["learning_curve.png"]
     assert (tmp_path / "out" / "pareto.png").read_bytes().startswith(PNG_MAGIC)
     assert not (tmp_path / "out" / "exit_hist.png").exists()
+
+
+def test_learning_curve_reads_val_acc_against_samples(tmp_path: Path) -> None:
+    from rds_act.plots import read_curve
+
+    run = make_run(tmp_path / "run", ["act=plsd"], metrics(0.5, 4.0), curve=True)
+    x, y, x_name, y_name = read_curve(run)
+    assert x.tolist() == [8000, 16000, 24000, 32000, 40000]
+    assert (x_name, y_name) == ("train/samples", "val/acc")
+    assert y.tolist() == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9])
+
+
+def test_labels_name_only_what_differs_between_runs(tmp_path: Path) -> None:
+    """One run named model/optimizer on its command line, the other took them as defaults: the
+    labels must still differ only in act (the old report showed 'model=dyntrm, optimizer=...')."""
+    from rds_act.plots import _varying
+
+    choices = {"task": "rpc", "model": "dyntrm", "optimizer": "adamw", "act": "plsd"}
+    make_run(tmp_path / "runs" / "a", ["act=plsd", "model=dyntrm", "optimizer=adamw"],
+             metrics(0.5, 4.0), choices=choices)
+    make_run(tmp_path / "runs" / "b", ["act=fixed"], metrics(0.7, 8.0),
+             choices={**choices, "act": "fixed"})
+    result = write_report([tmp_path / "runs"], tmp_path / "out")
+    assert _varying(result["groups"]) == ["act"]
+    assert "task_name" not in result["table"] and "model" not in result["table"]
+
+
+def test_each_strategy_keeps_its_colour():
+    from rds_act.plots import act_color
+
+    assert act_color("plsd") == act_color("plsd") != act_color("better_plsd")
+    assert len({act_color(a) for a in ("fixed", "qlearning", "plsd", "better_plsd", "overthink",
+                                         "ponder", "act_graves")}) == 7
 
 
 def test_labels_fall_back_to_hydra_choices(tmp_path: Path) -> None:
