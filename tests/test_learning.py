@@ -42,3 +42,12 @@ def test_plsd_family_learns_small_rpc(compose_cfg, act):
     metrics = fit_and_test(compose_cfg(*QUIET, f"act={act}", "trainer.max_epochs=30"))
     assert metrics["test/acc"] >= 0.9, metrics["test/acc"]
     assert metrics["test/final_acc"] >= 0.9, metrics["test/final_acc"]
+
+
+@pytest.mark.slow
+def test_without_the_curriculum_the_same_budget_falls_short(compose_cfg):
+    """240k samples drawn from the full range of chain lengths (measured: 0.80 at the last step,
+    against 0.975 with the curriculum): the lever is the order of the data."""
+    metrics = fit_and_test(compose_cfg(*QUIET, "task.datamodule.curriculum=null",
+                                       "trainer.max_epochs=30"))
+    assert metrics["test/final_acc"] < 0.9, metrics["test/final_acc"]
