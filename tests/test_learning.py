@@ -21,18 +21,11 @@ def fit_and_test(cfg) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_default_learns_rpc_and_halts_near_the_required_step(compose_cfg):
-    """README's first command (rpc_small, plsd, 480k samples): the figure of issue 9, target 4."""
+    """README's first command (rpc_small, plsd, 400k samples): the figure of issue 9, target 4."""
     metrics = fit_and_test(compose_cfg(*QUIET))
     assert metrics["test/acc"] >= 0.90, metrics["test/acc"]
     assert abs(metrics["test/avg_exit"] - metrics["test/avg_required"]) <= 0.5, metrics
     assert metrics["test/exit_rho"] > 0.5  # longer chains, later exits
-
-
-@pytest.mark.slow
-def test_curriculum_is_what_makes_it_learn(compose_cfg):
-    """The same budget without the curriculum stays far below (the lever is the data order)."""
-    metrics = fit_and_test(compose_cfg(*QUIET, "task.datamodule.curriculum=null"))
-    assert metrics["test/final_acc"] < 0.9, metrics["test/final_acc"]
 
 
 @pytest.mark.slow
