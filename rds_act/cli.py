@@ -7,12 +7,22 @@ from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 
-from rds_act.errors import ConfigError
+from rds_act.errors import ConfigError, check_choice
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# groups whose option names are checked before Hydra starts (hydra/* come from plugins)
-CHECKED_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
-                  "experiment", "hparams_search")
+# the config groups under conf/ (hydra/* come from plugins); their option names are checked
+# before Hydra starts
+CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
+                 "experiment", "hparams_search")
+# the groups a checkpoint fixes: recorded in it at training time, restored by rds-act-eval
+TRAINED_GROUPS = ("task", "model", "act", "optimizer")
+
+
+def parse_override(arg: str) -> tuple[str, str | None, bool]:
+    """One Hydra override as (key, value, deleted): ``+a.b=v`` -> ("a.b", "v", False),
+    ``~a.b`` -> ("a.b", None, True); a word without ``=`` has value None."""
+    key, sep, value = arg.partition("=")
+    return key.lstrip("+~"), (value if sep else None), key.startswith("~")
 
 
 def group_options(group: str) -> list[str]:
@@ -22,14 +32,13 @@ def group_options(group: str) -> list[str]:
 def check_group_choices(argv: list[str]) -> None:
     """Fail in one line on ``act=nope``-style overrides, naming the bad value and the options."""
     for arg in argv:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not sep or key not in CHECKED_GROUPS or "(" in value:
+        key, value, _ = parse_override(arg)
+        if value is None or key not in CONFIG_GROUPS or "(" in value:
             continue
         options = group_options(key)
         for choice in (v.strip() for v in value.split(",")):
-            if choice and choice != "null" and choice not in options:
-                raise ConfigError(f"unknown {key} {choice!r}; allowed: {', '.join(options)}")
+            if choice and choice != "null":
+                check_choice(key, choice, options)
 
 
 def one_line_errors(fn: Callable) -> Callable:

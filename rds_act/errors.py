@@ -1,4 +1,9 @@
-"""One exception type for bad user input, reported as a single line by the entry points."""
+"""One exception type for bad user input, reported as a single line by the entry points, and the
+range and choice checks that raise it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class ConfigError(ValueError):
@@ -11,3 +16,10 @@ def check_range(name: str, value: float, low: float, high: float | None = None) 
     if bad:
         allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ConfigError(f"{name}={value} is out of range; allowed: {allowed}")
+
+
+def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``allowed``, naming both in one line."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is unknown; allowed: {', '.join(map(str, allowed))}")

@@ -13,6 +13,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.regression import SpearmanCorrCoef
 
 from rds_act.act.base import StepStack, oracle_step
+from rds_act.results import PREDICTION_COLUMNS
 
 
 @dataclass
@@ -53,13 +54,6 @@ class ExitRecord:
             sq_error_exit=None if sq_errors is None else at(sq_errors, exit_step),
             difficulty=difficulty,
         )
-
-
-PREDICTION_COLUMNS = (
-    "split", "index", "exit_step", "oracle_step", "steps_required", "difficulty", "correct",
-    "correct_oracle",
-    "correct_final", "loss", "loss_first", "loss_oracle", "error", "steps",
-)
 
 
 def prediction_rows(record: ExitRecord, split: str, index: Tensor) -> list[dict]:

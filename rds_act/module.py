@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from rds_act.act.base import ACTStrategy, StepStack, first_exit
+from rds_act.errors import ConfigError
 from rds_act.losses import TaskLoss
 from rds_act.metrics import ExitRecord, StepCurves, effective_rank, exit_metrics, prediction_rows
 from rds_act.models.dyntrm import DynTRM
@@ -80,8 +81,10 @@ class ACTLitModule(LightningModule):
         return stack, record
 
     # -- training -----------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.strategy.set_epoch(self.current_epoch)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        self.strategy.epoch = self.current_epoch
         stack = self.stack(batch)
         loss, logs = self.strategy.loss(stack, batch)
         if not torch.isfinite(loss):
@@ -178,6 +181,15 @@ class ACTLitModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rds_act_config"] = self.run_config
         checkpoint["rds_act_samples_seen"] = self.samples_seen
+
+    @classmethod
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> ACTLitModule:  # type: ignore[override]
+        """Lightning's idiom cannot rebuild this module (its parts are built from the Hydra config
+        saved in the checkpoint, not from hyperparameters): say where the loader is."""
+        raise ConfigError(
+            "ACTLitModule.load_from_checkpoint cannot rebuild the backbone and strategy; use "
+            "rds_act.checkpoint.load_lit_module(path, **{'act.threshold': 0.9}) (overrides optional)"
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.samples_seen = int(checkpoint.get("rds_act_samples_seen", 0))

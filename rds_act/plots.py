@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -25,33 +24,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
-if TYPE_CHECKING:
-    from rds_act.report import Group
+from rds_act.results import Predictions, read_predictions  # noqa: E402
+from rds_act.runs import Group  # noqa: E402
 
 MAX_PANELS = 6  # strategies drawn side by side in exit_hist.png
 MAX_POINTS = 3000  # per strategy in the scatter, so the figure stays readable
-SWEEP_SUFFIXES = ("lam", "threshold")
-Predictions = dict[str, np.ndarray]
+SWEEP_SUFFIXES = ("threshold", "margin")
 
 
 class SkipPlot(Exception):
     """The data a figure needs is not there; the message says what is missing."""
-
-
-def read_predictions(run_dir: Path, split: str = "test") -> Predictions | None:
-    """Exit, oracle and required steps of one split from predictions.csv (None when absent)."""
-    path = Path(run_dir) / "predictions.csv"
-    if not path.is_file():
-        return None
-    cols = ("exit_step", "oracle_step", "steps_required")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not set(cols) | {"split"} <= set(reader.fieldnames or ()):
-            return None
-        rows = [r for r in reader if r["split"] == split]
-    if not rows:
-        return None
-    return {c: np.array([float(r[c] or 0) for r in rows]) for c in cols}
 
 
 def _varying(groups: Sequence[Group], skip: Sequence[str] = ()) -> list[str]:
@@ -193,22 +175,22 @@ def _as_float(value: str) -> float | None:
 
 
 def lambda_sweep(groups: Sequence[Group], path: Path) -> None:
-    """Test accuracy and average exit step against a swept ``*.lam`` / ``*.threshold`` override."""
+    """Test accuracy and average exit step against a swept ``*.threshold`` / ``*.margin`` override."""
     keys = [k for k in _varying(groups) if k.rsplit(".", 1)[-1] in SWEEP_SUFFIXES
             and len({_as_float(g.key[k]) for g in groups} - {None}) > 1]
     if not keys:
-        raise SkipPlot("no runs differ in a *.lam or *.threshold override")
+        raise SkipPlot("no runs differ in a *.threshold or *.margin override")
     fig, (ax_acc, ax_exit) = plt.subplots(1, 2, figsize=(10, 4))
     for key in keys:
         rest = _varying(groups, skip=(key,))
         lines: dict[str, list[tuple[float, Group]]] = {}
         for g in groups:
-            lam = _as_float(g.key[key])
-            if lam is not None and len(g.values("test/acc")):
-                lines.setdefault(_describe(g, rest, "runs"), []).append((lam, g))
+            level = _as_float(g.key[key])
+            if level is not None and len(g.values("test/acc")):
+                lines.setdefault(_describe(g, rest, "runs"), []).append((level, g))
         for label, pts in lines.items():
             pts.sort(key=lambda t: t[0])
-            xs = [lam for lam, _ in pts]
+            xs = [level for level, _ in pts]
             for ax, metric in ((ax_acc, "test/acc"), (ax_exit, "test/avg_exit")):
                 stats = [_mean_err(g.values(metric)) for _, g in pts]
                 err = [e or 0.0 for _, e in stats]

@@ -9,22 +9,17 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rds_act.build import (
-    build_module,
-    build_trainer,
-    collect_metrics,
-    save_results,
-)
-from rds_act.cli import CONF_DIR, check_group_choices, one_line_errors
+from rds_act.build import build_module, build_trainer
+from rds_act.cli import CONF_DIR, TRAINED_GROUPS, check_group_choices, one_line_errors
+from rds_act.results import collect_metrics, save_results
 
 
 @one_line_errors
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test on the best checkpoint; returns the flat metric dict written to disk."""
     L.seed_everything(cfg.seed, workers=True)
-    module, datamodule = build_module(cfg)
     choices = HydraConfig.get().runtime.choices
-    module.run_config["choices"] = {g: choices.get(g) for g in ("task", "model", "act", "optimizer")}
+    module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS})
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = collect_metrics(trainer, ("val", "ood", "curriculum"))

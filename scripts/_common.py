@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: compose the project's Hydra config from argv overrides."""
+"""Helpers shared by the benchmark scripts: compose the project's Hydra config from argv overrides
+and build from it (or from a checkpoint, the same way rds-act-eval does)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from omegaconf import DictConfig, open_dict
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rds_act.build import build_module  # noqa: E402
+from rds_act.checkpoint import load_module, with_checkpoint_choices  # noqa: E402
 from rds_act.cli import CONF_DIR  # noqa: E402
-from rds_act.eval import load_checkpoint, merge_run_config  # noqa: E402
 
 
 def compose_from_argv(extra: list[str] | None = None) -> DictConfig:
-    """The train config with ``key=value`` overrides from the command line (``ckpt_path=`` too)."""
-    overrides = [*(extra or []), *sys.argv[1:]]
+    """The train config with ``key=value`` overrides from the command line (``ckpt_path=`` too:
+    then composed with the checkpoint's own group choices, so ``act.threshold=0.9`` finds its key)."""
+    overrides = with_checkpoint_choices([*(extra or []), *sys.argv[1:]])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
@@ -31,9 +33,7 @@ def build(cfg: DictConfig):
     command line's overrides on top, as in rds-act-eval)."""
     if not cfg.get("ckpt_path"):
         return build_module(cfg)
-    ckpt = load_checkpoint(cfg.ckpt_path)
-    module, dm = build_module(merge_run_config(cfg, ckpt["rds_act_config"], sys.argv[1:]))
-    module.load_state_dict(ckpt["state_dict"])
+    module, dm, _ = load_module(cfg, sys.argv[1:])
     return module, dm
 
 

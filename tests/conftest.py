@@ -10,12 +10,6 @@ from omegaconf import open_dict, read_write
 
 from rds_act.cli import CONF_DIR
 
-TINY = [
-    "task.datamodule.n_train=64", "task.datamodule.n_val=32", "task.datamodule.n_test=32",
-    "task.datamodule.n_ood=32", "task.datamodule.batch_size=16", "task.datamodule.eval_batch_size=32",
-    "model.d_model=32", "logger=none", "callbacks=none",
-]
-
 
 @pytest.fixture
 def compose_cfg(tmp_path):

@@ -152,3 +152,15 @@ def test_halt_confidence_shows_the_head_how_sure_the_readout_is():
         model.halt_head.weight[:, :32] = 0.0  # only the confidence features left
     assert model.unroll(batch()).halt_logits.std() > 0
     assert not torch.allclose(base, model.unroll(batch()).halt_logits)
+
+
+def test_vector_encoder_refuses_counts_it_cannot_embed():
+    """A count above the embedding table fails naming the key to raise (it used to be clamped)."""
+    from rds_act.errors import ConfigError
+    from rds_act.models.layers import VectorEncoder
+
+    encoder = VectorEncoder(n_coords=4, d_model=8, max_count=16)
+    ok = encoder({"x": torch.zeros(2, 4), "count": torch.tensor([0, 16])})
+    assert ok.shape == (2, 4, 8)
+    with pytest.raises(ConfigError, match=r"count 17 exceeds task.encoder.max_count=16"):
+        encoder({"x": torch.zeros(2, 4), "count": torch.tensor([3, 17])})

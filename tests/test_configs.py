@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -40,7 +41,7 @@ def test_module_builds_for_task_and_act(compose_cfg, task, steps, act):
 
 
 def test_unknown_group_option_names_value_and_choices():
-    with pytest.raises(ConfigError, match=r"unknown act 'nope'; allowed: .*plsd"):
+    with pytest.raises(ConfigError, match=r"act='nope' is unknown; allowed: .*plsd"):
         check_group_choices(["act=plsd,nope"])
     check_group_choices(["act=fixed,plsd", "task=rpc", "trainer.max_epochs=1"])
 
@@ -51,10 +52,10 @@ def test_unknown_group_option_names_value_and_choices():
         ("model.T_max=0", "model.T_max=0 must be >= 1"),
         ("task.datamodule.n_train=0", "n_train=0 must be a positive integer"),
         ("task.datamodule.batch_size=-4", "batch_size=-4 must be a positive integer"),
-        ("task.ood_T_max=3", "task.ood_T_max=3 must be >= T_max=4"),
+        ("task.ood_T_max=3", r"task.ood_T_max=3 is below model.T_max=4 .*raise task.ood_T_max"),
         ("act.threshold=1.5", r"act.threshold=1.5 is out of range; allowed: \[0.0, 1.0\]"),
         ("act.tolerance=-0.5", r"act.tolerance=-0.5 is out of range; allowed: >= 0.0"),
-        ("act.halt_target=soon", r"act.halt_target='soon' is unknown; allowed: \('loss', 'correct'\)"),
+        ("act.halt_target=soon", r"act.halt_target='soon' is unknown; allowed: loss, correct"),
         ("model.halt_grad=2", r"model.halt_grad=2 is out of range; allowed: \[0.0, 1.0\]"),
         ("model.halt_hidden=-1", r"model.halt_hidden=-1 must be >= 0"),
         ("task.datamodule.curriculum.metric=best", r"curriculum.metric='best' is unknown"),
@@ -67,7 +68,7 @@ def test_bad_values_raise_config_error(compose_cfg, override, message):
     err = info.value
     while not isinstance(err, ConfigError) and err is not None:
         err = err.__cause__
-    assert err is not None and pytest.importorskip("re").search(message, str(err))
+    assert err is not None and re.search(message, str(err))
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import pytest
-from conftest import TINY
+from helpers import TINY
 
 from rds_act.build import build_module, build_trainer
 from rds_act.data import ParityDataModule, RPCDataModule, SparseTransformDataModule

@@ -159,3 +159,21 @@ def test_parity_label_counts_plus_ones_and_ood_is_harder():
 def test_parity_bad_range():
     with pytest.raises(ConfigError, match="max_nonzero=64, ood_max_nonzero=64"):
         ParityDataModule(max_nonzero=64)
+
+
+def test_fresh_samples_need_the_trainer_to_reload_each_epoch():
+    """fresh_train regenerates the training set in train_dataloader(); a trainer that does not
+    reload it every epoch would silently train on epoch 0's samples for good."""
+    from types import SimpleNamespace
+
+    dm = RPCDataModule(n_train=8, n_val=4, n_test=4, n_ood=4, batch_size=4)
+    dm.setup()
+    dm.trainer = SimpleNamespace(reload_dataloaders_every_n_epochs=0, current_epoch=0)
+    with pytest.raises(ConfigError, match="reload_dataloaders_every_n_epochs=0 with"):
+        dm.train_dataloader()
+    dm.trainer.reload_dataloaders_every_n_epochs = 1
+    assert len(dm.train_dataloader()) == 2
+    stale = RPCDataModule(n_train=8, n_val=4, n_test=4, n_ood=4, batch_size=4, fresh_train=False)
+    stale.setup()
+    stale.trainer = SimpleNamespace(reload_dataloaders_every_n_epochs=0, current_epoch=3)
+    assert len(stale.train_dataloader()) == 2

@@ -6,21 +6,10 @@ import math
 
 import pytest
 import torch
+from helpers import make_stack
 
-from rds_act.act import PLSD, Fixed, StepStack, first_exit, oracle_step, step_targets
+from rds_act.act import PLSD, Fixed, first_exit, oracle_step, step_targets
 from rds_act.metrics import ExitRecord, exit_metrics
-from rds_act.models.dyntrm import Unrolled
-
-
-def make_stack(losses, correct=None, halt=None) -> StepStack:
-    losses = torch.tensor(losses, dtype=torch.float32)
-    steps, n = losses.shape
-    halt = torch.zeros(steps, n) if halt is None else torch.tensor(halt, dtype=torch.float32)
-    logits = torch.stack([halt, torch.zeros_like(halt)], -1)
-    unrolled = Unrolled(torch.zeros(steps, n, 3), logits, torch.zeros(steps, n, 4))
-    correct = losses < 0.5 if correct is None else torch.tensor(correct)
-    return StepStack(unrolled, losses, correct)
-
 
 # three samples (columns), four steps (rows)
 LOSSES = [[2.0, 1.0, 0.9],

@@ -5,18 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_cli
 
 from rds_act.errors import ConfigError
-from rds_act.report import find_run_dirs, positional_to_override, write_report
+from rds_act.report import positional_to_override, write_report
+from rds_act.results import PREDICTION_COLUMNS
+from rds_act.runs import find_run_dirs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-COLUMNS = ("split,index,exit_step,oracle_step,steps_required,correct,correct_oracle,correct_final,"
-           "loss,loss_first,loss_oracle,error,steps")
 
 
 def make_run(run_dir: Path, overrides: list[str], metrics: dict, predictions: bool = True,
@@ -37,16 +37,24 @@ def make_run(run_dir: Path, overrides: list[str], metrics: dict, predictions: bo
         (run_dir / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    config = {"task_name": "train", "seed": 0, "task": {"name": "rpc"},
+    config = {"run_kind": "train", "seed": 0, "task": {"name": "rpc"},
               "act": {"_target_": act_target}, "model": {"T_max": 8}}
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     if predictions:
-        rows = [COLUMNS]
+        rows = []
         for i in range(40):
             req = 1 + i % 8
-            rows.append(f"test,{i},{min(8, req + i % 2)},{req},{req},1,1,1,0.1,0.5,0.1,,8")
-            rows.append(f"ood,{i},8,{req},{req + 2},0,0,0,0.1,0.5,0.1,,12")
-        (run_dir / "predictions.csv").write_text("\n".join(rows) + "\n")
+            common = {"index": i, "oracle_step": req, "difficulty": req, "loss": 0.1,
+                      "loss_first": 0.5, "loss_oracle": 0.1, "error": ""}
+            rows.append({**common, "split": "test", "exit_step": min(8, req + i % 2),
+                         "steps_required": req, "correct": 1, "correct_oracle": 1,
+                         "correct_final": 1, "steps": 8})
+            rows.append({**common, "split": "ood", "exit_step": 8, "steps_required": req + 2,
+                         "correct": 0, "correct_oracle": 0, "correct_final": 0, "steps": 12})
+        with (run_dir / "predictions.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
     return run_dir
 
 
@@ -68,7 +76,7 @@ def sweep(tmp_path: Path) -> Path:
             n += 1
     for lam in (0.3, 0.7):
         for seed in (0, 1):
-            make_run(root / str(n), ["act=better_plsd", f"act.lam={lam}", f"seed={seed}"],
+            make_run(root / str(n), ["act=better_plsd", f"act.threshold={lam}", f"seed={seed}"],
                      metrics(0.6 + lam / 4, 2 + 4 * lam + seed / 10))
             n += 1
     (root / "multirun.yaml").write_text("hydra: {}\n")
@@ -80,7 +88,7 @@ def test_summary_csv_has_one_row_per_run(sweep: Path, tmp_path: Path) -> None:
     with result["summary_csv"].open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8
-    assert {"run", "task", "act", "seed", "act.lam", "test/acc", "ood/avg_exit"} <= set(rows[0])
+    assert {"run", "task", "act", "seed", "act.threshold", "test/acc", "ood/avg_exit"} <= set(rows[0])
     assert {r["act"] for r in rows} == {"fixed", "plsd", "better_plsd"}
     assert {r["task"] for r in rows} == {"rpc"}  # filled from config.yaml's task.name
     assert rows[0]["test/csr"] == ""  # null metric stays empty
@@ -90,7 +98,7 @@ def test_summary_md_mean_std_over_seeds(sweep: Path, tmp_path: Path) -> None:
     result = write_report([sweep], tmp_path / "out")
     table = result["summary_md"].read_text()
     header = table.splitlines()[0]
-    assert "| n |" in header and "test/acc" in header and "act.lam" in header and "seed" not in header
+    assert "| n |" in header and "test/acc" in header and "act.threshold" in header and "seed" not in header
     fixed = next(line for line in table.splitlines() if "| fixed |" in line)
     assert "0.600 ± 0.141" in fixed and "| 2 |" in fixed
     assert len(result["groups"]) == 4  # fixed, plsd, better_plsd x 2 λ
@@ -139,7 +147,7 @@ def test_labels_name_only_what_differs_between_runs(tmp_path: Path) -> None:
              choices={**choices, "act": "fixed"})
     result = write_report([tmp_path / "runs"], tmp_path / "out")
     assert _varying(result["groups"]) == ["act"]
-    assert "task_name" not in result["table"] and "model" not in result["table"]
+    assert "run_kind" not in result["table"] and "model" not in result["table"]
 
 
 def test_each_strategy_keeps_its_colour():
@@ -153,7 +161,7 @@ def test_each_strategy_keeps_its_colour():
 def test_labels_fall_back_to_hydra_choices(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", [], metrics(0.5, 4.0), act_target="rds_act.act.BetterPLSD")
     result = write_report([run], tmp_path / "out")
-    assert result["runs"][0].labels == {"task": "rpc", "act": "betterplsd", "seed": "0", "task_name": "train"}
+    assert result["runs"][0].labels == {"task": "rpc", "act": "betterplsd", "seed": "0", "run_kind": "train"}
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
         {"hydra": {"runtime": {"choices": {"task": "rpc", "act": "better_plsd"}}}}))
     assert write_report([run], tmp_path / "out2")["runs"][0].labels["act"] == "better_plsd"
@@ -162,12 +170,12 @@ def test_labels_fall_back_to_hydra_choices(tmp_path: Path) -> None:
 def test_eval_run_is_labelled_from_its_checkpoint_run(tmp_path: Path) -> None:
     train = make_run(tmp_path / "train", ["act=plsd", "seed=3"], metrics(0.5, 4.0))
     ckpt = train / "checkpoints" / "last.ckpt"
-    evaluated = make_run(tmp_path / "eval", [f"ckpt_path={ckpt}", "act.lam=0.9"], metrics(0.6, 3.0))
+    evaluated = make_run(tmp_path / "eval", [f"ckpt_path={ckpt}", "act.threshold=0.9"], metrics(0.6, 3.0))
     config = yaml.safe_load((evaluated / ".hydra" / "config.yaml").read_text())
-    (evaluated / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "task_name": "eval"}))
+    (evaluated / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "run_kind": "eval"}))
     labels = write_report([evaluated], tmp_path / "out")["runs"][0].labels
-    assert labels["act"] == "plsd" and labels["seed"] == "3" and labels["act.lam"] == "0.9"
-    assert labels["task_name"] == "eval"
+    assert labels["act"] == "plsd" and labels["seed"] == "3" and labels["act.threshold"] == "0.9"
+    assert labels["run_kind"] == "eval"
 
 
 def test_bad_inputs_are_config_errors(tmp_path: Path) -> None:
@@ -187,13 +195,12 @@ def test_positional_paths_become_inputs_override() -> None:
         positional_to_override(["a", "inputs=[b]"])
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rds_act.report", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run_cli("rds_act.report", list(args), cwd)
 
 
 def test_cli_positional_path(sweep: Path, tmp_path: Path) -> None:
-    proc = run_cli(str(sweep), cwd=tmp_path)
+    proc = report_cli(str(sweep), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out_dirs = list((tmp_path / "outputs" / "report").iterdir())
     assert len(out_dirs) == 1
@@ -202,7 +209,7 @@ def test_cli_positional_path(sweep: Path, tmp_path: Path) -> None:
 
 
 def test_cli_without_inputs_fails_in_one_line(tmp_path: Path) -> None:
-    proc = run_cli(cwd=tmp_path)
+    proc = report_cli(cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no inputs")

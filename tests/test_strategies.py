@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from helpers import make_stack
 
 from rds_act.act import (
     PLSD,
@@ -24,17 +25,6 @@ from rds_act.act.ponder import halting_distribution, truncated_geometric
 from rds_act.errors import ConfigError
 from rds_act.losses import CrossEntropyLoss
 from rds_act.models.dyntrm import Unrolled
-
-
-def make_stack(losses, correct=None, halt=None, cont=None, preds=None, task_loss=None):
-    losses = torch.tensor(losses, dtype=torch.float32)
-    steps, n = losses.shape
-    halt = torch.zeros(steps, n) if halt is None else torch.tensor(halt, dtype=torch.float32)
-    cont = torch.zeros(steps, n) if cont is None else torch.tensor(cont, dtype=torch.float32)
-    preds = torch.zeros(steps, n, 3) if preds is None else preds
-    unrolled = Unrolled(preds, torch.stack([halt, cont], -1), torch.zeros(steps, n, 4))
-    correct = losses < 0.5 if correct is None else torch.tensor(correct)
-    return StepStack(unrolled, losses, correct, task_loss)
 
 
 def bce(x: float, y: float) -> float:
@@ -122,9 +112,12 @@ def test_qlearning_halting_rules():
     assert QLearning().halts(logits).tolist() == [True, False, True, True]
     assert QLearning(use_continue=False).halts(logits).tolist() == [True, False, True, True]
     assert QLearning(use_continue=False).halts(torch.tensor([[0.0, -5.0]])).tolist() == [False]
-    adl = QLearning(target="adl", lam=0.5)  # halt when q_halt - q_cont > 0.5
+    adl = QLearning(target="adl", margin=0.5)  # halt when q_halt - q_cont > 0.5
     assert adl.halts(logits).tolist() == [True, False, True, True]
-    assert QLearning(target="adl", lam=0.0).halts(logits).tolist() == [False, False, True, False]
+    assert QLearning(target="adl", margin=1.0).halts(logits).tolist() == [False, False, True, False]
+    # the default margin 0 is greedy: halt as soon as halting is worth more than continuing
+    assert QLearning(target="adl").halts(logits).tolist() == [True, False, True, True]
+    assert QLearning(target="adl", margin=-1.5).halts(logits).tolist() == [True, True, True, True]
 
 
 def test_qlearning_without_continue_has_no_continue_loss():
@@ -153,7 +146,9 @@ def test_qlearning_exploration_sets_a_random_minimum_step():
 @pytest.mark.parametrize("kwargs, message", [
     ({"explore_prob": 1.5}, r"act.explore_prob=1.5 is out of range; allowed: \[0.0, 1.0\]"),
     ({"target": "nope"}, "act.target='nope' is unknown; allowed: bce, adl"),
-    ({"lam": -0.1}, r"act.lam=-0.1 is out of range"),
+    ({"margin": float("nan")}, r"act.margin=nan is out of range; allowed: a finite number"),
+    ({"margin": float("inf")}, r"act.margin=inf is out of range; allowed: a finite number"),
+    ({"margin": "0.5"}, r"act.margin=0.5 is out of range; allowed: a finite number"),
     ({"gamma": 2.0}, r"act.gamma=2.0 is out of range"),
     ({"target": "adl", "use_continue": False}, "use_continue=false is only allowed"),
 ])
@@ -215,27 +210,29 @@ def test_better_plsd_targets_take_earliest_tie():
     assert logs["halt_acc"].item() == 1.0
 
 
-def test_better_plsd_halts_above_lambda():
+def test_better_plsd_halts_above_threshold():
     step = make_stack([[1.0, 1.0]], halt=[[logit(0.6), logit(0.8)]]).unrolled.step(1)
-    assert BetterPLSD(lam=0.5).halt(step, 1)[0].tolist() == [True, True]
-    assert BetterPLSD(lam=0.7).halt(step, 1)[0].tolist() == [False, True]
-    assert BetterPLSD(lam=0.9).halt(step, 1)[0].tolist() == [False, False]
+    assert BetterPLSD(threshold=0.5).halt(step, 1)[0].tolist() == [True, True]
+    assert BetterPLSD(threshold=0.7).halt(step, 1)[0].tolist() == [False, True]
+    assert BetterPLSD(threshold=0.9).halt(step, 1)[0].tolist() == [False, False]
+    assert BetterPLSD().threshold == 0.7 and Overthink().threshold == 0.7
 
 
-def test_better_plsd_raising_lambda_never_exits_earlier():
+def test_better_plsd_raising_threshold_never_exits_earlier():
     g = torch.Generator().manual_seed(0)
     halt = torch.randn(8, 300, generator=g) * 2
     stack = make_stack(torch.ones(8, 300).tolist(), halt=halt.tolist())
-    exits = [first_exit(stack.unrolled, BetterPLSD(lam=lam)) for lam in torch.linspace(0, 1, 11)]
+    exits = [first_exit(stack.unrolled, BetterPLSD(threshold=float(threshold)))
+             for threshold in torch.linspace(0, 1, 11)]
     for earlier, later in zip(exits, exits[1:], strict=False):
         assert (later >= earlier).all()
     assert exits[-1].float().mean() > exits[0].float().mean()
 
 
-@pytest.mark.parametrize("lam", [-0.1, 1.5, float("nan")])
-def test_better_plsd_bad_lambda(lam):
-    with pytest.raises(ConfigError, match=r"act.lam=.* is out of range; allowed: \[0.0, 1.0\]"):
-        BetterPLSD(lam=lam)
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan")])
+def test_better_plsd_bad_threshold(threshold):
+    with pytest.raises(ConfigError, match=r"act.threshold=.* is out of range; allowed: \[0.0, 1.0\]"):
+        BetterPLSD(threshold=threshold)
 
 
 # -- Overthink ----------------------------------------------------------------------------------
@@ -259,12 +256,12 @@ def test_overthink_penalty_moves_t_star_earlier(mode):
 
 def test_overthink_ramp():
     strategy = Overthink(warmup=4)
-    strategy.epoch = 2
+    strategy.set_epoch(2)
     assert strategy.ramp() == 0.5
-    strategy.epoch = 10
+    strategy.set_epoch(10)
     assert strategy.ramp() == 1.0
     assert Overthink(warmup=0).ramp() == 1.0
-    strategy.epoch = 0
+    strategy.set_epoch(0)
     assert Overthink(warmup=4, beta=0.1).oracle(make_stack(SLOW), {}).tolist() == [4]  # w = 0
 
 
@@ -288,8 +285,8 @@ def test_overthink_bad_input():
         Overthink(beta=-1.0)
     with pytest.raises(ConfigError, match="act.warmup=-2 is out of range"):
         Overthink(warmup=-2)
-    with pytest.raises(ConfigError, match="act.lam=2.0 is out of range"):
-        Overthink(lam=2.0)
+    with pytest.raises(ConfigError, match="act.threshold=2.0 is out of range"):
+        Overthink(threshold=2.0)
     with pytest.raises(ConfigError, match="needs batch\\['steps_required'\\]"):
         Overthink(mode="privileged").loss(make_stack(SLOW), {})
 
@@ -302,8 +299,8 @@ def test_ponder_distribution_sums_to_one_with_remainder_at_last_step():
     logits = torch.randn(6, 50, generator=g) * 3
     p = halting_distribution(logits)
     assert torch.allclose(p.sum(0), torch.ones(50))
-    lam = torch.sigmoid(logits)
-    assert torch.allclose(p[-1], torch.prod(1 - lam[:-1], 0))
+    halt_prob = torch.sigmoid(logits)
+    assert torch.allclose(p[-1], torch.prod(1 - halt_prob[:-1], 0))
     logits[-1] += 7.0  # λ_T itself never matters
     assert torch.allclose(halting_distribution(logits), p)
 
@@ -413,6 +410,8 @@ def test_act_graves_bad_input():
             ACTGraves(epsilon=eps)
     with pytest.raises(ConfigError, match="act.tau=-1.0 is out of range"):
         ACTGraves(tau=-1.0)
+    with pytest.raises(ConfigError, match="StepStack.task_loss must be set"):
+        ACTGraves().loss(make_stack([[1.0]] * 3), {})
 
 
 # -- shared -------------------------------------------------------------------------------------

@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from helpers import TINY, run_cli, run_if
 
 from rds_act.act import PLSD
 from rds_act.build import build_module, build_trainer
@@ -119,9 +117,15 @@ def test_nan_loss_stops_with_a_clear_error(compose_cfg):
         build_trainer(cfg).fit(module, datamodule=datamodule)
 
 
-def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+@run_if(min_gpus=1)
+def test_gpu_trainer_fits_and_tests(compose_cfg):
+    """``trainer=gpu`` (one GPU, bf16-mixed) trains and tests end to end."""
+    cfg = compose_cfg("trainer=gpu", *TINY, "trainer.max_epochs=1")
+    module, datamodule = build_module(cfg)
+    fitted = build_trainer(cfg)
+    fitted.fit(module, datamodule=datamodule)
+    fitted.test(module, datamodule=datamodule, verbose=False)
+    assert 0.0 <= float(fitted.callback_metrics["test/acc"]) <= 1.0
 
 
 def test_multirun_then_eval_from_checkpoint(tmp_path):
@@ -147,7 +151,7 @@ def test_multirun_then_eval_from_checkpoint(tmp_path):
 
     # overrides of keys that only the checkpoint's own act has, or a switch of halting rule
     for job, overrides in ((jobs[0], ["act.deep_supervision=true"]),
-                           (jobs[1], ["act=better_plsd", "act.lam=0.9"])):
+                           (jobs[1], ["act=better_plsd", "act.threshold=0.9"])):
         ckpt_job = job / "checkpoints" / "last.ckpt"
         proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt_job}", "logger=none", *overrides], tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]

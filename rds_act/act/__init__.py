@@ -5,6 +5,7 @@ from rds_act.act.base import (
     first_exit,
     first_stable_correct,
     oracle_step,
+    step_index,
     step_targets,
 )
 from rds_act.act.better_plsd import BetterPLSD
@@ -17,7 +18,7 @@ from rds_act.act.qlearning import QLearning
 
 __all__ = [
     "ACTStrategy", "StepStack", "first_exit", "first_stable_correct", "oracle_step",
-    "step_targets",
+    "step_index", "step_targets",
     "Fixed", "PLSD", "BetterPLSD", "Overthink", "QLearning", "Ponder", "ACTGraves",
     "build_exit_rule", "EntropyExit", "StabilityExit", "OracleExit",
 ]

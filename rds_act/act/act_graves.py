@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rds_act.act.base import ACTStrategy, StepStack
+from rds_act.act.base import ACTStrategy, StepStack, step_index
 from rds_act.errors import ConfigError, check_range
 from rds_act.models.dyntrm import StepOut
 
@@ -23,7 +23,7 @@ def act_weights(halt_logits: Tensor, epsilon: float) -> tuple[Tensor, Tensor, Te
     reached = h.detach().cumsum(0) >= 1.0 - epsilon
     reached[-1] = True
     n = reached.float().argmax(0) + 1  # first step that reaches the budget
-    t = torch.arange(1, steps + 1, device=h.device)[:, None]
+    t = step_index(steps, h.device)[:, None]
     before = (t < n[None]).to(h.dtype)
     remainder = 1.0 - (h * before).sum(0)
     weights = h * before + remainder[None] * (t == n[None]).to(h.dtype)
@@ -53,8 +53,8 @@ class ACTGraves(ACTStrategy):
 
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         if stack.task_loss is None:
-            raise ValueError("act_graves re-scores the mixed prediction: StepStack.task_loss "
-                             "must be set")
+            raise ConfigError("act_graves re-scores the mixed prediction: StepStack.task_loss "
+                              "must be set")
         weights, n, remainder = act_weights(stack.unrolled.halt_logits[..., 0].float(),
                                             self.epsilon)
         preds = stack.unrolled.preds
@@ -62,7 +62,7 @@ class ACTGraves(ACTStrategy):
         mixed = (shaped * preds).sum(0)
         task = stack.task_loss.loss(mixed, batch).mean()
         ponder = (n.to(remainder.dtype) + remainder).mean()
-        t = torch.arange(1, stack.steps + 1, device=weights.device, dtype=weights.dtype)[:, None]
+        t = step_index(stack.steps, weights.device).to(weights.dtype)[:, None]
         logs = {"task_loss": task.detach(), "ponder_cost": ponder.detach(),
                 "expected_steps": (weights * t).sum(0).mean().detach(),
                 "halt_step": n.float().mean()}

@@ -52,9 +52,14 @@ def first_stable_correct(correct: Tensor, fallback: Tensor) -> Tensor:
     return torch.where(stable[-1], first, fallback)
 
 
+def step_index(steps: int, device=None) -> Tensor:
+    """The 1-based step numbers ``1..steps`` as a long tensor [T]."""
+    return torch.arange(1, steps + 1, device=device)
+
+
 def step_targets(t_star: Tensor, steps: int) -> Tensor:
     """The halting step function ``1[t >= t*]`` as a float tensor [T, B]."""
-    t = torch.arange(1, steps + 1, device=t_star.device)[:, None]
+    t = step_index(steps, t_star.device)[:, None]
     return (t >= t_star[None, :]).float()
 
 
@@ -80,13 +85,18 @@ def first_exit(unrolled: Unrolled, rule: Any, steps: int | None = None) -> Tenso
 class ACTStrategy:
     """Base class: subclasses implement ``loss`` and ``halt``.
 
-    ``epoch`` is set by the LightningModule so that strategies can ramp penalties.
+    The LightningModule calls ``set_epoch`` at the start of every training epoch, so that
+    strategies can ramp penalties (``self.epoch``).
     """
 
     name = "base"
 
     def __init__(self) -> None:
         self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The training epoch now starting (0-based)."""
+        self.epoch = int(epoch)
 
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Better-PLSD: train the answer where it is best (t*), and halt with a tunable confidence λ."""
+"""Better-PLSD: train the answer where it is best (t*), and halt with a tunable threshold."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from rds_act.errors import check_range
 
 class BetterPLSD(PLSD):
     """Task loss = each sample's loss at its own t* (mean over the batch), plus the PLSD BCE of
-    the halt head against ``1[t >= t*]``. Halts when ``σ(halt) > lam``: a higher λ asks for more
-    confidence, so it never exits earlier (the accuracy/compute knob of the seed, λ = 0.7).
+    the halt head against ``1[t >= t*]``. Halts when ``σ(halt) > threshold``: a higher threshold
+    asks for more confidence, so it never exits earlier (the accuracy/compute knob; 0.7 as in
+    the seed).
 
     Supervising only t* (instead of every step) lets later steps keep improving instead of being
     pulled toward answers the earlier steps can already give. Alone it is a "min over steps"
@@ -23,14 +24,13 @@ class BetterPLSD(PLSD):
     name = "better_plsd"
 
     def __init__(
-        self, lam: float = 0.7, halt_weight: float = 1.0, ds_weight: float = 0.0,
+        self, threshold: float = 0.7, halt_weight: float = 1.0, ds_weight: float = 0.0,
         tolerance: float = 0.0, halt_target: str = "loss",
     ):
-        check_range("act.lam", lam, 0.0, 1.0)
         check_range("act.ds_weight", ds_weight, 0.0)
-        super().__init__(halt_weight=halt_weight, threshold=lam, tolerance=tolerance,
+        super().__init__(halt_weight=halt_weight, threshold=threshold, tolerance=tolerance,
                          halt_target=halt_target)
-        self.lam, self.ds_weight = lam, ds_weight
+        self.ds_weight = ds_weight
 
     def task_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
         at_t_star = stack.losses.gather(0, (t_star - 1)[None]).mean()

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from rds_act.act.base import ACTStrategy, StepStack, oracle_step
 from rds_act.act.fixed import Fixed
-from rds_act.errors import ConfigError, check_range
+from rds_act.errors import ConfigError, check_choice, check_range
 from rds_act.models.dyntrm import StepOut
 
 EXIT_RULES = ("halt_head", "entropy", "stability", "oracle", "fixed")
@@ -76,11 +76,10 @@ def build_exit_rule(
     """The exit rule called ``name``; ``threshold`` (None: the rule's default) is only for
     ``entropy`` (default 0.5 nats) and ``stability`` (default cosine 0.99).
 
-    ``halt_head`` returns ``strategy`` itself (tune it through the strategy, e.g. ``act.lam``).
+    ``halt_head`` returns ``strategy`` itself (tune it through the strategy, e.g. ``act.threshold``).
     ``entropy`` needs class probabilities, so it is refused for ``task_kind='regression'``.
     """
-    if name not in EXIT_RULES:
-        raise ConfigError(f"eval.exit={name!r} is unknown; allowed: {', '.join(EXIT_RULES)}")
+    check_choice("eval.exit", name, EXIT_RULES)
     if threshold is not None and name not in DEFAULT_THRESHOLDS:
         raise ConfigError(f"eval.threshold={threshold} does not apply to eval.exit={name}; only "
                           f"{', '.join(DEFAULT_THRESHOLDS)} take one (leave it null)")

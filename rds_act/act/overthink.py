@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rds_act.act.base import StepStack
+from rds_act.act.base import StepStack, step_index
 from rds_act.act.better_plsd import BetterPLSD
-from rds_act.errors import ConfigError, check_range
+from rds_act.errors import ConfigError, check_choice, check_range
 
 MODES = ("step_cost", "privileged")
 
@@ -33,16 +33,15 @@ class Overthink(BetterPLSD):
         mode: str = "step_cost",
         beta: float = 0.02,
         warmup: float = 2,
-        lam: float = 0.7,
+        threshold: float = 0.7,
         halt_weight: float = 1.0,
         ds_weight: float = 0.0,
         tolerance: float = 0.0,
         halt_target: str = "loss",
     ):
-        super().__init__(lam=lam, halt_weight=halt_weight, ds_weight=ds_weight,
+        super().__init__(threshold=threshold, halt_weight=halt_weight, ds_weight=ds_weight,
                          tolerance=tolerance, halt_target=halt_target)
-        if mode not in MODES:
-            raise ConfigError(f"act.mode={mode!r} is unknown; allowed: {', '.join(MODES)}")
+        check_choice("act.mode", mode, MODES)
         check_range("act.beta", beta, 0.0)
         check_range("act.warmup", warmup, 0.0)
         self.mode, self.beta, self.warmup = mode, beta, warmup
@@ -53,7 +52,7 @@ class Overthink(BetterPLSD):
 
     def step_penalty(self, steps: int, batch: dict[str, Tensor], device=None) -> Tensor:
         """Unweighted late-exit cost per step, ``[T, B]`` (privileged) or ``[T, 1]``."""
-        t = torch.arange(1, steps + 1, device=device, dtype=torch.float32)[:, None]
+        t = step_index(steps, device).float()[:, None]
         if self.mode == "step_cost":
             return t
         required = batch.get("steps_required")
@@ -70,7 +69,7 @@ class Overthink(BetterPLSD):
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         loss, logs = super().loss(stack, batch)
         t_star = self.oracle(stack, batch)
-        t = torch.arange(1, stack.steps + 1, device=t_star.device)[:, None]
+        t = step_index(stack.steps, t_star.device)[:, None]
         late = ((t >= t_star[None]) & (t < stack.steps)).float()
         keep_going = 1.0 - torch.sigmoid(stack.unrolled.halt_logits[..., 0].float())
         w = self.ramp()

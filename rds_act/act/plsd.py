@@ -15,7 +15,7 @@ from rds_act.act.base import (
     oracle_step,
     step_targets,
 )
-from rds_act.errors import ConfigError, check_range
+from rds_act.errors import check_choice, check_range
 from rds_act.models.dyntrm import StepOut
 
 
@@ -40,10 +40,7 @@ class PLSD(ACTStrategy):
         check_range("act.halt_weight", halt_weight, 0.0)
         check_range("act.threshold", threshold, 0.0, 1.0)
         check_range("act.tolerance", tolerance, 0.0)
-        if halt_target not in self.HALT_TARGETS:
-            raise ConfigError(
-                f"act.halt_target={halt_target!r} is unknown; allowed: {self.HALT_TARGETS}"
-            )
+        check_choice("act.halt_target", halt_target, self.HALT_TARGETS)
         self.halt_weight, self.threshold, self.tolerance = halt_weight, threshold, tolerance
         self.halt_target = halt_target
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rds_act.act.base import ACTStrategy, StepStack
+from rds_act.act.base import ACTStrategy, StepStack, step_index
 from rds_act.errors import ConfigError, check_range
 from rds_act.models.dyntrm import StepOut
 
@@ -17,16 +17,18 @@ INFERENCE = ("cumulative", "sample")
 def halting_distribution(halt_logits: Tensor) -> Tensor:
     """``p_t = λ_t ∏_{j<t}(1 − λ_j)`` over ``[T, B]`` logits, the remainder on the last step.
 
-    The remainder ``∏_{j<T}(1 − λ_j)`` replaces ``p_T`` so that p sums to 1 over the T steps
-    that exist (λ_T itself is never used in training).
+    ``λ_t = σ(halt_t)`` is the per-step halting probability (``halt_prob``). The remainder
+    ``∏_{j<T}(1 − λ_j)`` replaces ``p_T`` so that p sums to 1 over the T steps that exist
+    (λ_T itself is never used in training).
     """
-    lam = torch.sigmoid(halt_logits)
-    survive = torch.cat([torch.ones_like(lam[:1]), torch.cumprod(1.0 - lam, 0)[:-1]])  # ∏_{j<t}
-    return torch.cat([(lam * survive)[:-1], survive[-1:]])
+    halt_prob = torch.sigmoid(halt_logits)
+    survive = torch.cat([torch.ones_like(halt_prob[:1]),
+                         torch.cumprod(1.0 - halt_prob, 0)[:-1]])  # ∏_{j<t}
+    return torch.cat([(halt_prob * survive)[:-1], survive[-1:]])
 
 
 def truncated_geometric(lambda_p: float, steps: int, device=None) -> Tensor:
-    """Geometric(λ_p) prior over steps 1..T, renormalised to sum to 1 over those steps."""
+    """Geometric(λ_p = ``lambda_p``) prior over steps 1..T, renormalised to sum to 1 there."""
     t = torch.arange(steps, device=device, dtype=torch.float32)
     prior = lambda_p * (1.0 - lambda_p) ** t
     return prior / prior.sum()
@@ -35,11 +37,12 @@ def truncated_geometric(lambda_p: float, steps: int, device=None) -> Tensor:
 class Ponder(ACTStrategy):
     """``loss = mean_b Σ_t p_t ℓ_t + β · KL(p ‖ truncated Geometric(λ_p))``.
 
-    The KL pulls the halting distribution toward a prior with mean about 1/λ_p steps, which both
-    regularises and keeps exploring late steps. Inference: ``cumulative`` halts once the halting
-    mass so far, ``1 − ∏_{j<=t}(1 − λ_j)``, exceeds 0.5 (deterministic; the carry is the running
-    product per sample); ``sample`` halts with probability λ_t (torch's global RNG), as in the
-    paper.
+    ``λ_t = σ(halt_t)`` is the per-step halting probability (``halt_prob`` in the code);
+    ``λ_p = lambda_p`` is the prior's own per-step halting probability. The KL pulls the halting
+    distribution toward a prior with mean about 1/λ_p steps, which both regularises and keeps
+    exploring late steps. Inference: ``cumulative`` halts once the halting mass so far,
+    ``1 − ∏_{j<=t}(1 − λ_j)``, exceeds 0.5 (deterministic; the carry is the running product per
+    sample); ``sample`` halts with probability λ_t (torch's global RNG), as in the paper.
     """
 
     name = "ponder"
@@ -60,14 +63,14 @@ class Ponder(ACTStrategy):
         prior = truncated_geometric(self.lambda_p, stack.steps, p.device)[:, None]
         log_prior = prior.clamp_min(torch.finfo(prior.dtype).tiny).log()
         kl = (torch.xlogy(p, p) - p * log_prior).sum(0).mean()
-        t = torch.arange(1, stack.steps + 1, device=p.device, dtype=p.dtype)[:, None]
+        t = step_index(stack.steps, p.device).to(p.dtype)[:, None]
         logs = {"task_loss": task.detach(), "ponder_kl": kl.detach(),
                 "expected_steps": (p * t).sum(0).mean().detach()}
         return task + self.beta * kl, logs
 
     def halt(self, step: StepOut, t: int, carry: Any = None) -> tuple[Tensor, Any]:
-        lam = torch.sigmoid(step.halt_logits[..., 0].float())
+        halt_prob = torch.sigmoid(step.halt_logits[..., 0].float())
         if self.inference == "sample":
-            return torch.rand(lam.shape, device=lam.device) < lam, carry
-        survive = (torch.ones_like(lam) if carry is None else carry) * (1.0 - lam)
+            return torch.rand(halt_prob.shape, device=halt_prob.device) < halt_prob, carry
+        survive = (torch.ones_like(halt_prob) if carry is None else carry) * (1.0 - halt_prob)
         return 1.0 - survive > 0.5, survive

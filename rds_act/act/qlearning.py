@@ -8,14 +8,15 @@ exit contribute to the losses.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rds_act.act.base import ACTStrategy, StepStack
-from rds_act.errors import ConfigError, check_range
+from rds_act.act.base import ACTStrategy, StepStack, step_index
+from rds_act.errors import ConfigError, check_choice, check_range
 from rds_act.models.dyntrm import StepOut
 
 TARGETS = ("bce", "adl")
@@ -40,7 +41,8 @@ class QLearning(ACTStrategy):
     (``ℓ_0 := ℓ_1``, so ``r_1 = 0``). Halting ends the episode with no further reward, so the
     ``Q_halt_t`` target is 0; ``Q_cont_t`` target is ``r_{t+1} + γ·max(Q_halt_{t+1},
     Q_cont_{t+1})``, or ``r_T + γ·Q_halt_T`` when t+1 = T. Halts when
-    ``Q_halt − Q_cont > 1 − λ`` (λ = 1: greedy, halt once continuing is expected to hurt).
+    ``Q_halt − Q_cont > margin`` (margin = 0: greedy, halt once continuing is expected to hurt;
+    a larger margin asks for a clearer advantage of halting, so it never exits earlier).
 
     All targets are computed under ``no_grad``. Exploration: with probability ``explore_prob`` a
     sample gets a minimum step count ``m ~ U{2..T}`` (else ``m = 1``); its training exit is the
@@ -57,28 +59,29 @@ class QLearning(ACTStrategy):
         explore_prob: float = 0.1,
         target: str = "bce",
         gamma: float = 0.9,
-        lam: float = 1.0,
+        margin: float = 0.0,
         q_weight: float = 0.5,
     ):
         super().__init__()
-        if target not in TARGETS:
-            raise ConfigError(f"act.target={target!r} is unknown; allowed: {', '.join(TARGETS)}")
+        check_choice("act.target", target, TARGETS)
         check_range("act.explore_prob", explore_prob, 0.0, 1.0)
         check_range("act.gamma", gamma, 0.0, 1.0)
-        check_range("act.lam", lam, 0.0, 1.0)
+        finite = isinstance(margin, int | float) and not isinstance(margin, bool) and math.isfinite(margin)
+        if not finite:
+            raise ConfigError(f"act.margin={margin} is out of range; allowed: a finite number")
         check_range("act.q_weight", q_weight, 0.0)
         if target == "adl" and not use_continue:
             raise ConfigError("act.use_continue=false is only allowed with act.target=bce "
                               "(adl halts on Q_halt - Q_continue)")
         self.use_continue, self.explore_prob, self.target = bool(use_continue), explore_prob, target
-        self.gamma, self.lam, self.q_weight = gamma, lam, q_weight
+        self.gamma, self.margin, self.q_weight = gamma, margin, q_weight
 
     # -- rules and targets ------------------------------------------------------------------
     def halts(self, logits: Tensor) -> Tensor:
         """The halting rule on (halt, continue) logits ``[..., 2]`` -> bool ``[...]``."""
         q_halt, q_cont = logits[..., 0], logits[..., 1]
         if self.target == "adl":
-            return q_halt - q_cont > 1.0 - self.lam
+            return q_halt - q_cont > self.margin
         return q_halt > q_cont if self.use_continue else q_halt > 0
 
     @torch.no_grad()
@@ -110,14 +113,14 @@ class QLearning(ACTStrategy):
             explore = torch.rand(n, device=device) < self.explore_prob
             random_min = torch.randint(2, steps + 1, (n,), device=device)
             min_steps = torch.where(explore, random_min, min_steps)
-        t = torch.arange(1, steps + 1, device=device)[:, None]
+        t = step_index(steps, device)[:, None]
         fire = (self.halts(stack.unrolled.halt_logits.detach()) & (t >= min_steps)) | (t == steps)
         return fire.float().argmax(0) + 1  # argmax returns the first maximum
 
     # -- interface --------------------------------------------------------------------------
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         exit_step = self.training_exit(stack)
-        t = torch.arange(1, stack.steps + 1, device=stack.losses.device)[:, None]
+        t = step_index(stack.steps, stack.losses.device)[:, None]
         ran = (t <= exit_step[None]).float()
         task = masked_mean(stack.losses, ran)
         logits = stack.unrolled.halt_logits.float()

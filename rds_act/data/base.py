@@ -142,6 +142,13 @@ class TaskDataModule(LightningDataModule):
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
+        reload = getattr(self.trainer, "reload_dataloaders_every_n_epochs", 1)
+        if self.fresh_train and reload != 1:
+            raise ConfigError(
+                f"trainer.reload_dataloaders_every_n_epochs={reload} with "
+                "task.datamodule.fresh_train=true would train on one epoch's samples for good; "
+                "allowed: 1 (or set fresh_train=false)"
+            )
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         key = (epoch if self.fresh_train else 0, self.level)
         if key != self._train_key or "train" not in self.data:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rds_act.errors import ConfigError
+from rds_act.errors import ConfigError, check_choice
 
 METRICS = ("final", "exit")
 
@@ -32,10 +32,7 @@ class Curriculum:
             raise ConfigError(
                 f"task.datamodule.curriculum.threshold={threshold!r} must be a number in [0, 1]"
             )
-        if metric not in METRICS:
-            raise ConfigError(
-                f"task.datamodule.curriculum.metric={metric!r} is unknown; allowed: {METRICS}"
-            )
+        check_choice("task.datamodule.curriculum.metric", metric, METRICS)
         self.start, self.step, self.threshold = start, step, float(threshold)
         self.metric = metric
         self.level = start

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rds_act.data.base import TaskDataModule
-from rds_act.errors import ConfigError
+from rds_act.errors import ConfigError, check_choice
 
 VARIANTS = ("learnable", "seed")
 
@@ -55,8 +55,7 @@ class SparseTransformDataModule(TaskDataModule):
         rule_seed: int = 0, variant: str = "learnable", noise_std: float = 0.5, **kwargs,
     ):
         super().__init__(**kwargs)
-        if variant not in VARIANTS:
-            raise ConfigError(f"task.datamodule.variant={variant!r} is unknown; allowed: {VARIANTS}")
+        check_choice("task.datamodule.variant", variant, VARIANTS)
         if not 1 <= max_count <= ood_max_count:
             raise ConfigError(
                 f"task.datamodule max_count={max_count}, ood_max_count={ood_max_count} must "

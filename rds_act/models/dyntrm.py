@@ -126,8 +126,8 @@ class DynTRM(nn.Module):
             return checkpoint(self.block, x, use_reentrant=False)
         return self.block(x)
 
-    def step(self, state: State, batch: dict[str, Tensor] | None = None) -> StepOut:
-        """One recursive step. ``batch`` is unused (the input lives in ``state.inject``)."""
+    def step(self, state: State) -> StepOut:
+        """One recursive step; the input lives in ``state.inject``."""
         h = self.state_norm(self._block(state.h + state.inject))
         out = self.out_norm(h)
         summary = self.readout.pool(out)

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rds_act.errors import ConfigError
+
 
 class Attention(nn.Module):
     """Multi-head self-attention on PyTorch SDPA, with an optional sigmoid output gate."""
@@ -13,8 +15,6 @@ class Attention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, gated: bool = False, dropout: float = 0.0):
         super().__init__()
         if d_model % n_heads:
-            from rds_act.errors import ConfigError
-
             raise ConfigError(f"model.d_model={d_model} must be divisible by n_heads={n_heads}")
         self.n_heads, self.dropout = n_heads, dropout
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
@@ -97,8 +97,6 @@ class SequenceTokenEncoder(nn.Module):
     def __init__(self, n_tokens: int, seq_len: int, d_model: int, chunk: int = 1):
         super().__init__()
         if chunk < 1 or seq_len % chunk:
-            from rds_act.errors import ConfigError
-
             raise ConfigError(f"task.encoder.chunk={chunk} must be >= 1 and divide {seq_len}")
         self.n_tokens, self.chunk = n_tokens, chunk
         self.embed = nn.Linear(chunk * n_tokens, d_model)
@@ -123,7 +121,12 @@ class VectorEncoder(nn.Module):
         self.max_count = max_count
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        x, count = batch["x"], batch["count"].clamp(0, self.max_count)
+        x, count = batch["x"], batch["count"]
+        if count.numel() and int(count.max()) > self.max_count:
+            raise ConfigError(
+                f"a sample's visible count {int(count.max())} exceeds task.encoder.max_count="
+                f"{self.max_count}; raise it to at least the task's largest count"
+            )
         return self.value(x.unsqueeze(-1)) + self.pos + self.count(count)[:, None, :]
 
 

@@ -1,0 +1,50 @@
+"""Helpers shared by several test files (imported as ``helpers``; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rds_act.act import StepStack
+from rds_act.models.dyntrm import Unrolled
+
+# overrides that shrink any task to a few seconds of CPU
+TINY = [
+    "task.datamodule.n_train=64", "task.datamodule.n_val=32", "task.datamodule.n_test=32",
+    "task.datamodule.n_ood=32", "task.datamodule.batch_size=16", "task.datamodule.eval_batch_size=32",
+    "model.d_model=32", "logger=none", "callbacks=none",
+]
+
+
+def make_stack(losses, correct=None, halt=None, cont=None, preds=None, task_loss=None) -> StepStack:
+    """A hand-built ``StepStack`` from per-step losses ``[T][B]``: halt / continue logits default
+    to 0, predictions to zeros over 3 classes, ``correct`` to ``loss < 0.5``."""
+    losses = torch.tensor(losses, dtype=torch.float32)
+    steps, n = losses.shape
+    halt = torch.zeros(steps, n) if halt is None else torch.tensor(halt, dtype=torch.float32)
+    cont = torch.zeros(steps, n) if cont is None else torch.tensor(cont, dtype=torch.float32)
+    preds = torch.zeros(steps, n, 3) if preds is None else preds
+    unrolled = Unrolled(preds, torch.stack([halt, cont], -1), torch.zeros(steps, n, 4))
+    correct = losses < 0.5 if correct is None else torch.tensor(correct)
+    return StepStack(unrolled, losses, correct, task_loss)
+
+
+def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m module *args`` in ``cwd``, output captured as text."""
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def run_if(min_gpus: int = 0, min_cpus: int = 0) -> pytest.MarkDecorator:
+    """Skip a test unless the machine has the hardware it needs (GPU and DDP tests): the skip
+    reason names what is missing, so a CPU-only CI shows what it did not run."""
+    gpus = torch.cuda.device_count()
+    cpus = os.cpu_count() or 1
+    missing = [f"{min_gpus} GPU(s), found {gpus}" for _ in [0] if gpus < min_gpus]
+    missing += [f"{min_cpus} CPUs, found {cpus}" for _ in [0] if cpus < min_cpus]
+    return pytest.mark.skipif(bool(missing), reason="needs " + "; ".join(missing))

@@ -1,0 +1,68 @@
+"""One way to load a checkpoint: rds-act-eval, the benchmark scripts and Lightning's
+``load_from_checkpoint`` all go through ``rds_act.checkpoint``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY
+
+from rds_act.checkpoint import load_checkpoint, load_lit_module, with_checkpoint_choices
+from rds_act.errors import ConfigError
+from rds_act.module import ACTLitModule
+from rds_act.train import train
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.fixture
+def trained(compose_cfg, tmp_path) -> Path:
+    """A one-epoch better_plsd run on rpc_small; returns its last checkpoint."""
+    cfg = compose_cfg("act=better_plsd", *[a for a in TINY if not a.startswith("callbacks")],
+                      "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "test=false")
+    train(cfg)
+    return tmp_path / "checkpoints" / "last.ckpt"
+
+
+def test_load_lit_module_rebuilds_the_trained_module(trained):
+    with pytest.raises(ConfigError, match="use rds_act.checkpoint.load_lit_module"):
+        ACTLitModule.load_from_checkpoint(str(trained))
+    module = load_lit_module(str(trained))
+    saved = torch.load(trained, weights_only=False)
+    assert type(module.strategy).__name__ == "BetterPLSD"
+    for key, value in saved["state_dict"].items():
+        assert torch.equal(module.state_dict()[key], value), key
+    tuned = load_lit_module(str(trained), **{"act.tolerance": 0.25})
+    assert tuned.strategy.tolerance == 0.25 and module.strategy.tolerance != 0.25
+
+
+def test_scripts_compose_with_the_checkpoints_groups(trained, monkeypatch):
+    """A key only the checkpoint's act has (better_plsd's ds_weight) composes in the scripts too."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    monkeypatch.setattr(sys, "argv", ["bench", f"ckpt_path={trained}", "act.ds_weight=0.5"])
+    common = importlib.import_module("_common")
+    cfg = common.compose_from_argv(["logger=none"])
+    module, _ = common.build(cfg)
+    assert type(module.strategy).__name__ == "BetterPLSD" and module.strategy.ds_weight == 0.5
+    assert with_checkpoint_choices([f"ckpt_path={trained}"])[1:] == [
+        "task=rpc_small", "model=dyntrm", "act=better_plsd", "optimizer=adamw"]
+
+
+@pytest.mark.parametrize("content, why", [
+    (None, "is not an existing file"),
+    (b"garbage", "is not a readable checkpoint"),
+    ({"state_dict": {}}, "was not written by rds-act-train"),
+])
+def test_bad_checkpoints_fail_in_one_line(tmp_path, content, why):
+    path = tmp_path / "x.ckpt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    load_checkpoint.cache_clear()
+    with pytest.raises(ConfigError, match=why):
+        load_checkpoint(str(path))
