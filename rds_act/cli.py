@@ -13,7 +13,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # the config groups under conf/ (hydra/* come from plugins); their option names are checked
 # before Hydra starts
 CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
-                 "experiment", "hparams_search")
+                 "experiment")
 # the groups a checkpoint fixes: recorded in it at training time, restored by rds-act-eval
 TRAINED_GROUPS = ("task", "model", "act", "optimizer")
 

@@ -10,15 +10,11 @@ import hydra
 import pytest
 
 from rds_act.build import build_module
-from rds_act.cli import check_group_choices, group_options
+from rds_act.cli import CONFIG_GROUPS, check_group_choices, group_options
 from rds_act.errors import ConfigError
 
 
-@pytest.mark.parametrize(
-    "group",
-    ["task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
-     "experiment"],
-)
+@pytest.mark.parametrize("group", CONFIG_GROUPS)
 def test_every_option_composes(compose_cfg, group):
     options = group_options(group)
     assert options, f"conf/{group} has no options"

@@ -32,7 +32,7 @@ class BetterPLSD(PLSD):
                          halt_target=halt_target)
         self.ds_weight = ds_weight
 
-    def task_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
+    def answer_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
         at_t_star = stack.losses.gather(0, (t_star - 1)[None]).mean()
         if self.ds_weight == 0:
             return at_t_star

@@ -59,7 +59,9 @@ class PLSD(ACTStrategy):
             return first_stable_correct(stack.correct, torch.full_like(costs[0], stack.steps).long())
         return oracle_step(costs, self.tolerance)
 
-    def task_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
+    def answer_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
+        """The readout's share of the loss (deep supervision: the mean over steps); the task's
+        per-sample loss itself is ``stack.task_loss``."""
         return stack.losses.mean()
 
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -67,7 +69,7 @@ class PLSD(ACTStrategy):
         target = step_targets(t_star, stack.steps)
         logits = stack.unrolled.halt_logits[..., 0]
         halt_loss = F.binary_cross_entropy_with_logits(logits, target)
-        task = self.task_loss(stack, t_star)
+        task = self.answer_loss(stack, t_star)
         with torch.no_grad():
             halt_acc = ((logits > 0).float() == target).float().mean()
         logs = {"task_loss": task.detach(), "halt_loss": halt_loss.detach(),
