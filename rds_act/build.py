@@ -22,7 +22,7 @@ def build_module(
     ``choices`` (group -> option, e.g. ``{"act": "plsd"}``) is recorded with the config the
     module saves in its checkpoints, so evaluation can compose the same groups again.
 
-    ``cfg.eval.exit`` / ``cfg.eval.threshold`` (eval config only) pick the exit rule used when
+    ``cfg.eval.exit_rule`` / ``cfg.eval.threshold`` (eval config only) pick the exit rule used when
     evaluating; without them the strategy's own halting rule decides.
     """
     datamodule = hydra.utils.instantiate(cfg.task.datamodule)
@@ -33,7 +33,7 @@ def build_module(
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     eval_cfg = cfg.get("eval") or {}
     exit_rule = build_exit_rule(
-        eval_cfg.get("exit", "halt_head"), strategy, eval_cfg.get("threshold"), task_loss.kind
+        eval_cfg.get("exit_rule", "halt_head"), strategy, eval_cfg.get("threshold"), task_loss.kind
     )
     ood_T_max = int(cfg.task.get("ood_T_max") or model.T_max)
     if ood_T_max < model.T_max:

@@ -117,7 +117,7 @@ def test_predict_refuses_the_oracle_exit_in_one_line():
 
     module = ACTLitModule(make_model(T_max=3), PLSD(), CrossEntropyLoss(), torch.optim.AdamW,
                           exit_rule=OracleExit())
-    with pytest.raises(ConfigError, match="eval.exit=oracle needs every step's loss"):
+    with pytest.raises(ConfigError, match="eval.exit_rule=oracle needs every step's loss"):
         module.predict_step(batch(4), 0)
 
 

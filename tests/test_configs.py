@@ -81,14 +81,14 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
 def test_eval_exit_picks_the_rule_and_rejects_unknown(compose_cfg):
     from rds_act.act import OracleExit
 
-    module, _ = build_module(compose_cfg("eval.exit=oracle", "ckpt_path=x", config="eval"))
+    module, _ = build_module(compose_cfg("eval.exit_rule=oracle", "ckpt_path=x", config="eval"))
     assert isinstance(module.exit_rule, OracleExit)
     module, _ = build_module(compose_cfg("ckpt_path=x", config="eval"))
     assert module.exit_rule is module.strategy
-    with pytest.raises(Exception, match="eval.exit='nope' is unknown; allowed: halt_head"):
-        build_module(compose_cfg("eval.exit=nope", "ckpt_path=x", config="eval"))
-    with pytest.raises(Exception, match="eval.exit=entropy needs a predicted class distribution"):
-        build_module(compose_cfg("task=sparse_transform", "eval.exit=entropy", "ckpt_path=x",
+    with pytest.raises(Exception, match="eval.exit_rule='nope' is unknown; allowed: halt_head"):
+        build_module(compose_cfg("eval.exit_rule=nope", "ckpt_path=x", config="eval"))
+    with pytest.raises(Exception, match="eval.exit_rule=entropy needs a predicted class distribution"):
+        build_module(compose_cfg("task=sparse_transform", "eval.exit_rule=entropy", "ckpt_path=x",
                                  config="eval"))
 
 

@@ -23,7 +23,7 @@ def unrolled(preds=None, summaries=None, steps=3, n=2) -> Unrolled:
 
 
 def test_unknown_exit_names_value_and_choices():
-    with pytest.raises(ConfigError, match="eval.exit='nope' is unknown; allowed: halt_head, "
+    with pytest.raises(ConfigError, match="eval.exit_rule='nope' is unknown; allowed: halt_head, "
                                           "entropy, stability, oracle, fixed"):
         build_exit_rule("nope", Fixed())
 
@@ -38,7 +38,7 @@ def test_default_and_explicit_thresholds():
     assert build_exit_rule("entropy", Fixed()).threshold == 0.5
     assert build_exit_rule("stability", Fixed()).threshold == 0.99
     assert build_exit_rule("stability", Fixed(), threshold=0.5).threshold == 0.5
-    with pytest.raises(ConfigError, match="eval.threshold=0.3 does not apply to eval.exit=oracle"):
+    with pytest.raises(ConfigError, match="eval.threshold=0.3 does not apply to eval.exit_rule=oracle"):
         build_exit_rule("oracle", Fixed(), threshold=0.3)
     with pytest.raises(ConfigError, match=r"eval.threshold=-1.0 is out of range; allowed: >= 0.0"):
         build_exit_rule("entropy", Fixed(), threshold=-1.0)
@@ -69,7 +69,7 @@ def test_entropy_averages_over_sequence_positions():
 
 
 def test_entropy_is_refused_for_regression():
-    with pytest.raises(ConfigError, match="eval.exit=entropy needs a predicted class "
+    with pytest.raises(ConfigError, match="eval.exit_rule=entropy needs a predicted class "
                                           "distribution, but this task is regression"):
         build_exit_rule("entropy", Fixed(), task_kind="regression")
 
@@ -91,7 +91,7 @@ def test_oracle_exit_uses_the_whole_stack():
     stack = StepStack(unrolled(), losses, losses < 1)
     rule = build_exit_rule("oracle", Fixed())
     assert isinstance(rule, OracleExit) and rule.exit_steps(stack).tolist() == [3, 1]
-    with pytest.raises(ConfigError, match="eval.exit=oracle needs every step's loss"):
+    with pytest.raises(ConfigError, match="eval.exit_rule=oracle needs every step's loss"):
         rule(stack.unrolled.step(1), 1, None)
 
 

@@ -63,7 +63,7 @@ class OracleExit:
         return oracle_step(stack.losses)
 
     def __call__(self, step: StepOut, t: int, carry: Any = None) -> tuple[Tensor, Any]:
-        raise ConfigError("eval.exit=oracle needs every step's loss, so it cannot decide step by "
+        raise ConfigError("eval.exit_rule=oracle needs every step's loss, so it cannot decide step by "
                           "step (adaptive inference); use it only for metrics on the full stack")
 
 
@@ -79,9 +79,9 @@ def build_exit_rule(
     ``halt_head`` returns ``strategy`` itself (tune it through the strategy, e.g. ``act.threshold``).
     ``entropy`` needs class probabilities, so it is refused for ``task_kind='regression'``.
     """
-    check_choice("eval.exit", name, EXIT_RULES)
+    check_choice("eval.exit_rule", name, EXIT_RULES)
     if threshold is not None and name not in DEFAULT_THRESHOLDS:
-        raise ConfigError(f"eval.threshold={threshold} does not apply to eval.exit={name}; only "
+        raise ConfigError(f"eval.threshold={threshold} does not apply to eval.exit_rule={name}; only "
                           f"{', '.join(DEFAULT_THRESHOLDS)} take one (leave it null)")
     if name == "halt_head":
         return strategy
@@ -91,7 +91,7 @@ def build_exit_rule(
         return OracleExit()
     if name == "entropy":
         if task_kind == "regression":
-            raise ConfigError("eval.exit=entropy needs a predicted class distribution, but this "
-                              "task is regression; use eval.exit=stability or halt_head")
+            raise ConfigError("eval.exit_rule=entropy needs a predicted class distribution, but this "
+                              "task is regression; use eval.exit_rule=stability or halt_head")
         return EntropyExit(DEFAULT_THRESHOLDS["entropy"] if threshold is None else threshold)
     return StabilityExit(DEFAULT_THRESHOLDS["stability"] if threshold is None else threshold)
