@@ -9,12 +9,14 @@ command line overrides it.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from rds_act.build import build_module
@@ -86,15 +88,34 @@ def load_module(
     cfg = merge_run_config(cfg, ckpt["rds_act_config"], overrides)
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build_module(cfg)
-    try:
-        module.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        first = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch, not the header
-        raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path!r} does not fit the model config: {first}"
-        ) from None
+    check_fits(module, cfg.ckpt_path)
+    module.load_state_dict(ckpt["state_dict"])
     return module, datamodule, cfg
+
+
+def check_fits(module: ACTLitModule, path: str) -> None:
+    """Fail in one line unless the checkpoint at ``path`` has finite weights of exactly the
+    module's names and shapes; a mismatch names the task and act it was trained with."""
+    ckpt = load_checkpoint(path)
+    weights = ckpt["state_dict"]
+    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ConfigError(f"ckpt_path={path!r} holds non-finite weights ({bad[0]}); "
+                          "use a checkpoint from before the run diverged")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    extra = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or extra or shapes:
+        saved = ckpt["rds_act_config"]
+        origin = ", ".join(f"{g}={saved.get('choices', {}).get(g) or '?'}" for g in ("task", "act"))
+        what = (f"{shapes[0]} is {tuple(weights[shapes[0]].shape)} there, "
+                f"{tuple(own[shapes[0]].shape)} here" if shapes else
+                f"{(missing or extra)[0]} is {'missing' if missing else 'unexpected'}")
+        raise ConfigError(f"ckpt_path={path!r} (trained with {origin}, d_model="
+                          f"{saved.get('model', {}).get('d_model', '?')}) does not fit this "
+                          f"config: {what}")
 
 
 def load_lit_module(path: str, **overrides: object) -> ACTLitModule:
@@ -105,3 +126,18 @@ def load_lit_module(path: str, **overrides: object) -> ACTLitModule:
         OmegaConf.update(cfg, key, value, force_add=True)
     module, _, _ = load_module(cfg, [f"{k}={v}" for k, v in overrides.items()])
     return module
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temp file and renamed over the old one, so a crash or a full disk
+    mid-write never replaces a good ``last.ckpt`` with a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | os.PathLike,
+                        storage_options: object | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -44,10 +44,11 @@ def write_summary_csv(runs: Sequence[Run], path: Path, group_by: Sequence[str]) 
     metric_keys = sorted({k for r in runs for k in r.metrics})
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["run", *label_keys, *metric_keys])
+        writer.writerow(["run", "status", *label_keys, *metric_keys])
         for r in runs:
             metrics = ["" if r.metrics.get(k) is None else r.metrics[k] for k in metric_keys]
-            writer.writerow([str(r.path), *(r.labels.get(k, "") for k in label_keys), *metrics])
+            writer.writerow([str(r.path), r.status, *(r.labels.get(k, "") for k in label_keys),
+                             *metrics])
     return path
 
 
@@ -71,13 +72,21 @@ def write_report(inputs: Iterable[str | Path], out_dir: str | Path,
     Returns ``{"runs", "groups", "summary_csv", "summary_md", "table", "plots", "skipped"}``
     where ``plots`` maps a PNG name to its path and ``skipped`` maps a PNG name to why not.
     """
-    runs = [load_run(d) for d in find_run_dirs(inputs)]  # bad input fails before anything is written
+    found = [load_run(d) for d in find_run_dirs(inputs)]  # bad input fails before anything is written
+    runs = [r for r in found if r.status == "completed"]
+    left_out = [r for r in found if r.status != "completed"]
+    if not runs:
+        raise ConfigError(f"no completed runs among {len(found)} found (statuses: "
+                          f"{', '.join(sorted({r.status for r in found}))})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs, group_by)
     table = summary_table(groups, group_by)
+    if left_out:
+        table += "\nLeft out of the table (not completed):\n\n" + "".join(
+            f"- {r.path}: {r.status}\n" for r in left_out)
     (out / "summary.md").write_text(table)
-    summary_csv = write_summary_csv(runs, out / "summary.csv", group_by)
+    summary_csv = write_summary_csv(found, out / "summary.csv", group_by)
     plots, skipped = write_plots(groups, out)
     return {"runs": runs, "groups": groups, "summary_csv": summary_csv, "summary_md": out / "summary.md",
             "table": table, "plots": plots, "skipped": skipped}

@@ -37,6 +37,8 @@ HEADLINE_METRICS = ("acc", "oracle_acc", "final_acc", "mse", "avg_exit", "oracle
 TABLE_METRICS = ("test/acc", "test/mse", "test/avg_exit", "test/esa", "test/csr",
                  "ood/acc", "ood/mse", "ood/avg_exit")
 SPLITS = ("val", "test", "ood")
+# metrics.json's "status": only completed runs are tabulated and averaged by the report
+STATUSES = ("completed", "interrupted", "failed")
 
 Predictions = dict[str, np.ndarray]
 
@@ -50,10 +52,16 @@ def collect_metrics(trainer: Trainer, prefixes: tuple[str, ...]) -> dict[str, fl
     return dict(sorted(out.items()))
 
 
-def write_metrics(metrics: dict[str, float], output_dir: str | os.PathLike) -> Path:
-    """Write ``metrics.json`` atomically (NaN written as null) and return its path."""
+def write_metrics(
+    metrics: dict[str, float], output_dir: str | os.PathLike, status: str = "completed",
+    reason: str | None = None,
+) -> Path:
+    """Write ``metrics.json`` atomically (NaN written as null; ``status`` first, with the
+    ``reason`` a run did not complete) and return its path."""
     path = Path(output_dir) / METRICS_FILE
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+    head = {"status": status, **({"reason": reason} if reason else {})}
+    clean = {**head, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                        for k, v in metrics.items()}}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(clean, indent=2) + "\n")
     tmp.replace(path)
@@ -70,7 +78,16 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, float | None]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} does not hold a JSON object of metrics")
     return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-            for k, v in raw.items()}
+            for k, v in raw.items() if k not in ("status", "reason")}
+
+
+def read_status(run_dir: str | os.PathLike) -> str:
+    """A run's ``status`` from metrics.json (runs written before it existed count as completed)."""
+    try:
+        raw = json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return "failed"
+    return str(raw.get("status", "completed")) if isinstance(raw, dict) else "failed"
 
 
 def write_predictions(rows: list[dict], output_dir: str | os.PathLike) -> Path | None:

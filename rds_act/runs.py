@@ -15,7 +15,7 @@ import yaml
 
 from rds_act.cli import parse_override
 from rds_act.errors import ConfigError
-from rds_act.results import METRICS_FILE, read_metrics
+from rds_act.results import METRICS_FILE, read_metrics, read_status
 
 # keys that tell replicas of one setting apart: averaged over, never a row of their own
 REPLICATE_KEYS = ("seed", "ckpt_path")
@@ -26,6 +26,7 @@ class Run:
     path: Path
     labels: dict[str, str]
     metrics: dict[str, float | None]
+    status: str = "completed"  # metrics.json's status: interrupted / failed runs are not averaged
 
 
 @dataclass
@@ -130,7 +131,7 @@ def run_labels(run_dir: Path, follow_checkpoint: bool = True) -> dict[str, str]:
 
 
 def load_run(run_dir: Path) -> Run:
-    return Run(run_dir, run_labels(run_dir), read_metrics(run_dir))
+    return Run(run_dir, run_labels(run_dir), read_metrics(run_dir), read_status(run_dir))
 
 
 def group_runs(runs: Sequence[Run], group_by: Sequence[str]) -> list[Group]:

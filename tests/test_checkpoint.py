@@ -66,3 +66,43 @@ def test_bad_checkpoints_fail_in_one_line(tmp_path, content, why):
     load_checkpoint.cache_clear()
     with pytest.raises(ConfigError, match=why):
         load_checkpoint(str(path))
+
+
+def test_non_finite_or_foreign_checkpoints_are_named(trained, compose_cfg, tmp_path):
+    """Eval and resume refuse NaN weights and a checkpoint of another shape, in one line."""
+    from rds_act.build import build_module
+    from rds_act.checkpoint import check_fits
+
+    module, _ = build_module(compose_cfg("act=better_plsd", *TINY))
+    check_fits(module, str(trained))  # the same config fits
+    wider, _ = build_module(compose_cfg("act=better_plsd", *TINY, "model.d_model=64"))
+    with pytest.raises(ConfigError, match=r"trained with task=rpc_small, act=better_plsd, "
+                                          r"d_model=32\) does not fit this config: .* there"):
+        check_fits(wider, str(trained))
+    ckpt = torch.load(trained, weights_only=False)
+    name = next(iter(ckpt["state_dict"]))
+    ckpt["state_dict"][name] = ckpt["state_dict"][name] * float("nan")
+    broken = tmp_path / "nan.ckpt"
+    torch.save(ckpt, broken)
+    load_checkpoint.cache_clear()
+    with pytest.raises(ConfigError, match=rf"holds non-finite weights \({name}\)"):
+        check_fits(module, str(broken))
+
+
+def test_a_failed_checkpoint_write_keeps_the_good_one(tmp_path, monkeypatch):
+    """Disk full mid-write: the earlier last.ckpt stays whole, no temp file is left behind."""
+    from rds_act.checkpoint import AtomicCheckpointIO
+
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 1}, path)
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -104,6 +104,21 @@ def test_summary_md_mean_std_over_seeds(sweep: Path, tmp_path: Path) -> None:
     assert len(result["groups"]) == 4  # fixed, plsd, better_plsd x 2 λ
 
 
+def test_runs_that_did_not_complete_are_listed_apart(sweep: Path, tmp_path: Path) -> None:
+    """An interrupted or diverged run is never averaged in: it is named below the table."""
+    before = write_report([sweep], tmp_path / "before")["table"]
+    make_run(sweep / "nan", ["act=plsd", "seed=7"],
+             {"status": "failed", "reason": "non-finite training loss", **metrics(0.0, 8.0)})
+    result = write_report([sweep], tmp_path / "out")
+    assert result["table"].startswith(before)  # same rows, same means
+    assert f"- {sweep / 'nan'}: failed" in result["table"]
+    with result["summary_csv"].open() as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert rows[str(sweep / "nan")]["status"] == "failed" and len(rows) == 9
+    with pytest.raises(ConfigError, match="no completed runs among 1 found"):
+        write_report([sweep / "nan"], tmp_path / "none")
+
+
 def test_every_png_is_written(sweep: Path, tmp_path: Path) -> None:
     result = write_report([sweep], tmp_path / "out")
     assert result["skipped"] == {}

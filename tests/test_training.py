@@ -167,3 +167,35 @@ def test_multirun_then_eval_from_checkpoint(tmp_path):
     ]
     assert all(p.exists() for p in before)
     assert torch.load(ckpt, weights_only=False)["rds_act_config"]["task"]["name"] == "rpc"
+
+
+def test_sigterm_leaves_an_interrupted_record_and_a_resumable_checkpoint(tmp_path):
+    """A pre-empted job (SIGTERM) must not look like a success: exit 143, metrics.json with
+    status interrupted, and last.ckpt from the last full epoch resumes to the end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [*[a for a in TINY if not a.startswith("callbacks")], "task.datamodule.n_train=2048",
+            "trainer.max_epochs=200", "trainer.enable_progress_bar=false", "test=false",
+            f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "rds_act.train", *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert last.exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 143
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and "SIGTERM" in record["reason"]
+    epochs = torch.load(last, weights_only=False)["epoch"] + 3  # two more after the saved one
+    resumed = run_cli("rds_act.train", [*args[:-1], f"trainer.max_epochs={epochs}",
+                                        f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'resumed'}"],
+                      tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    done = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert done["status"] == "completed" and done["train/samples"] == epochs * 2048
