@@ -9,7 +9,9 @@ from pathlib import Path
 
 from rds_act.errors import ConfigError, check_choice
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# the checkout's conf/ (editable install, tests) or the copy shipped inside the wheel
+_CONF_DIRS = (Path(__file__).resolve().parent.parent / "conf", Path(__file__).resolve().parent / "conf")
+CONF_DIR = next((d for d in _CONF_DIRS if (d / "train.yaml").is_file()), _CONF_DIRS[0])
 # the config groups under conf/ (hydra/* come from plugins); their option names are checked
 # before Hydra starts
 CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",

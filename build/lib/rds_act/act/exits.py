@@ -1,0 +1,97 @@
+"""Training-free exit rules for evaluation, next to the strategy's own halt head.
+
+Each rule is a callable ``(step, t, carry) -> (halt BoolTensor[B], carry)`` whose carry holds
+per-sample rows, so ``DynTRM.adaptive_forward`` can compact it when samples leave. The oracle
+needs every step's loss and instead offers ``exit_steps(stack)``, which the evaluator prefers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rds_act.act.base import ACTStrategy, StepStack, oracle_step
+from rds_act.act.fixed import Fixed
+from rds_act.errors import ConfigError, check_choice, check_range
+from rds_act.models.dyntrm import StepOut
+
+EXIT_RULES = ("halt_head", "entropy", "stability", "oracle", "fixed")
+DEFAULT_THRESHOLDS = {"entropy": 0.5, "stability": 0.99}
+
+
+class EntropyExit:
+    """Exit once the predictive entropy (nats; mean over positions) drops below ``threshold``."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLDS["entropy"]):
+        check_range("eval.threshold", threshold, 0.0)
+        self.threshold = threshold
+
+    def __call__(self, step: StepOut, t: int, carry: Any = None) -> tuple[Tensor, Any]:
+        logp = F.log_softmax(step.pred.float(), -1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        entropy = entropy.reshape(entropy.shape[0], -1).mean(1)
+        return entropy < self.threshold, carry
+
+
+class StabilityExit:
+    """Exit once the pooled state stops moving: cosine(summary_t, summary_{t-1}) > threshold.
+
+    Never exits at t = 1 (nothing to compare with); the carry is the previous summary.
+    """
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLDS["stability"]):
+        check_range("eval.threshold", threshold, -1.0, 1.0)
+        self.threshold = threshold
+
+    def __call__(self, step: StepOut, t: int, carry: Tensor | None = None) -> tuple[Tensor, Any]:
+        summary = step.summary.detach().float().reshape(step.summary.shape[0], -1)
+        if carry is None:
+            halt = torch.zeros(summary.shape[0], dtype=torch.bool, device=summary.device)
+        else:
+            halt = F.cosine_similarity(summary, carry, dim=-1) > self.threshold
+        return halt, summary
+
+
+class OracleExit:
+    """Exit at ``t* = argmin_t ℓ_t``: an upper bound for any halting rule, not a real one."""
+
+    def exit_steps(self, stack: StepStack) -> Tensor:
+        return oracle_step(stack.losses)
+
+    def __call__(self, step: StepOut, t: int, carry: Any = None) -> tuple[Tensor, Any]:
+        raise ConfigError("eval.exit_rule=oracle needs every step's loss, so it cannot decide step by "
+                          "step (adaptive inference); use it only for metrics on the full stack")
+
+
+def build_exit_rule(
+    name: str,
+    strategy: ACTStrategy,
+    threshold: float | None = None,
+    task_kind: str = "classification",
+) -> Callable:
+    """The exit rule called ``name``; ``threshold`` (None: the rule's default) is only for
+    ``entropy`` (default 0.5 nats) and ``stability`` (default cosine 0.99).
+
+    ``halt_head`` returns ``strategy`` itself (tune it through the strategy, e.g. ``act.threshold``).
+    ``entropy`` needs class probabilities, so it is refused for ``task_kind='regression'``.
+    """
+    check_choice("eval.exit_rule", name, EXIT_RULES)
+    if threshold is not None and name not in DEFAULT_THRESHOLDS:
+        raise ConfigError(f"eval.threshold={threshold} does not apply to eval.exit_rule={name}; only "
+                          f"{', '.join(DEFAULT_THRESHOLDS)} take one (leave it null)")
+    if name == "halt_head":
+        return strategy
+    if name == "fixed":
+        return Fixed()
+    if name == "oracle":
+        return OracleExit()
+    if name == "entropy":
+        if task_kind == "regression":
+            raise ConfigError("eval.exit_rule=entropy needs a predicted class distribution, but this "
+                              "task is regression; use eval.exit_rule=stability or halt_head")
+        return EntropyExit(DEFAULT_THRESHOLDS["entropy"] if threshold is None else threshold)
+    return StabilityExit(DEFAULT_THRESHOLDS["stability"] if threshold is None else threshold)

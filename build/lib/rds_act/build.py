@@ -1,0 +1,70 @@
+"""Turn a composed config into objects (module, datamodule, trainer); shared by train, eval,
+the scripts and the tests. Writing results is ``rds_act.results``' job."""
+
+from __future__ import annotations
+
+import hydra
+from lightning import Callback, LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from rds_act.act.exits import build_exit_rule
+from rds_act.errors import ConfigError
+from rds_act.module import ACTLitModule
+
+
+def build_module(
+    cfg: DictConfig, choices: dict[str, str | None] | None = None
+) -> tuple[ACTLitModule, LightningDataModule]:
+    """The datamodule and the LightningModule (backbone + strategy + task loss).
+
+    ``choices`` (group -> option, e.g. ``{"act": "plsd"}``) is recorded with the config the
+    module saves in its checkpoints, so evaluation can compose the same groups again.
+
+    ``cfg.eval.exit_rule`` / ``cfg.eval.threshold`` (eval config only) pick the exit rule used when
+    evaluating; without them the strategy's own halting rule decides.
+    """
+    datamodule = hydra.utils.instantiate(cfg.task.datamodule)
+    model = hydra.utils.instantiate(cfg.model)
+    strategy = hydra.utils.instantiate(cfg.act)
+    task_loss = hydra.utils.instantiate(cfg.task.loss)
+    optimizer = hydra.utils.instantiate(cfg.optimizer)
+    scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    eval_cfg = cfg.get("eval") or {}
+    exit_rule = build_exit_rule(
+        eval_cfg.get("exit_rule", "halt_head"), strategy, eval_cfg.get("threshold"), task_loss.kind
+    )
+    ood_T_max = int(cfg.task.get("ood_T_max") or model.T_max)
+    if ood_T_max < model.T_max:
+        raise ConfigError(
+            f"task.ood_T_max={ood_T_max} is below model.T_max={model.T_max} (OOD gets at least "
+            "the training steps); raise task.ood_T_max, or set the step budget with task.T_max"
+        )
+    module = ACTLitModule(
+        model, strategy, task_loss, optimizer, ood_T_max=ood_T_max, exit_rule=exit_rule,
+        scheduler=scheduler,
+        run_config={
+            **OmegaConf.to_container(
+                OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+            ),
+            **({"choices": dict(choices)} if choices is not None else {}),
+        },
+    )
+    return module, datamodule
+
+
+def build_trainer(
+    cfg: DictConfig, with_callbacks: bool = True, extra_callbacks: list[Callback] | None = None
+) -> Trainer:
+    callbacks: list[Callback] = list(extra_callbacks or [])
+    bar_on = cfg.trainer.get("enable_progress_bar", True)
+    if with_callbacks:
+        for conf in (cfg.get("callbacks") or {}).values():
+            callback = hydra.utils.instantiate(conf)
+            if bar_on or not isinstance(callback, ProgressBar):  # trainer.enable_progress_bar wins
+                callbacks.append(callback)
+    loggers: list[Logger] = [
+        hydra.utils.instantiate(conf) for conf in (cfg.get("logger") or {}).values()
+    ]
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -1,0 +1,143 @@
+"""Loading a checkpoint written by rds-act-train, in one place: for rds-act-eval, the benchmark
+scripts and notebooks (``load_lit_module``; Lightning's ``ACTLitModule.load_from_checkpoint``
+points here).
+
+A checkpoint carries the config it was trained with (``rds_act_config``, group choices included).
+Model, task, act, optimizer and seed come from there; whatever of them the user names on the
+command line overrides it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from rds_act.build import build_module
+from rds_act.cli import TRAINED_GROUPS, parse_override
+from rds_act.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lightning import LightningDataModule
+
+    from rds_act.module import ACTLitModule
+
+FROM_CHECKPOINT = (*TRAINED_GROUPS, "seed")
+
+
+@lru_cache(maxsize=1)  # the entry point peeks at the group choices, then loads the weights
+def load_checkpoint(path: str | None) -> dict:
+    """Read a checkpoint written by rds-act-train, or fail in one line saying why."""
+    if not path or not Path(path).is_file():
+        raise ConfigError(f"ckpt_path={path!r} is not an existing file; pass a .ckpt from a run dir")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any read failure means a corrupt file
+        raise ConfigError(
+            f"ckpt_path={path!r} is not a readable checkpoint ({type(exc).__name__})"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "rds_act_config" not in ckpt:
+        raise ConfigError(f"ckpt_path={path!r} was not written by rds-act-train (no config inside)")
+    return ckpt
+
+
+def with_checkpoint_choices(argv: list[str]) -> list[str]:
+    """Compose with the groups the checkpoint was trained with (``act=better_plsd`` ...), so that
+    an override such as ``act.threshold=0.9`` finds its key; groups the user names win."""
+    path = next((v for k, v, _ in map(parse_override, argv) if k == "ckpt_path"), None)
+    try:
+        choices = load_checkpoint(path)["rds_act_config"].get("choices", {})
+    except ConfigError:
+        return argv  # loading reports the bad path in one line
+    given = {parse_override(a)[0] for a in argv}
+    return argv + [f"{g}={c}" for g, c in choices.items() if c and g not in given]
+
+
+def merge_run_config(cfg: DictConfig, saved: dict, overrides: list[str]) -> DictConfig:
+    """``cfg`` with model/task/act/optimizer/seed taken from the checkpoint's saved config, then
+    the user's command-line overrides of those keys re-applied on top."""
+    merged = cfg.copy()
+    OmegaConf.set_struct(merged, False)
+    for key in FROM_CHECKPOINT:
+        if key in saved:
+            merged[key] = saved[key]
+    choices = saved.get("choices", {})
+    for override in overrides:
+        key, value, _ = parse_override(override)
+        if choices.get(key) == value:  # the checkpoint's own group choice: nothing to override
+            continue
+        if key.split(".")[0] in FROM_CHECKPOINT:
+            OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
+    return merged
+
+
+def load_module(
+    cfg: DictConfig, overrides: list[str]
+) -> tuple[ACTLitModule, LightningDataModule, DictConfig]:
+    """Module (with the checkpoint's weights), datamodule and the merged config for
+    ``cfg.ckpt_path``, seeded with the run's seed first (as training was), so that evaluating
+    the same checkpoint twice gives the same metrics; a checkpoint that does not fit the config
+    fails in one line."""
+    ckpt = load_checkpoint(cfg.get("ckpt_path"))
+    cfg = merge_run_config(cfg, ckpt["rds_act_config"], overrides)
+    L.seed_everything(cfg.seed, workers=True)
+    module, datamodule = build_module(cfg)
+    check_fits(module, cfg.ckpt_path)
+    module.load_state_dict(ckpt["state_dict"])
+    return module, datamodule, cfg
+
+
+def check_fits(module: ACTLitModule, path: str) -> None:
+    """Fail in one line unless the checkpoint at ``path`` has finite weights of exactly the
+    module's names and shapes; a mismatch names the task and act it was trained with."""
+    ckpt = load_checkpoint(path)
+    weights = ckpt["state_dict"]
+    bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ConfigError(f"ckpt_path={path!r} holds non-finite weights ({bad[0]}); "
+                          "use a checkpoint from before the run diverged")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    extra = sorted(set(weights) - set(own))
+    shapes = [k for k in own if k in weights and tuple(own[k].shape) != tuple(weights[k].shape)]
+    if missing or extra or shapes:
+        saved = ckpt["rds_act_config"]
+        origin = ", ".join(f"{g}={saved.get('choices', {}).get(g) or '?'}" for g in ("task", "act"))
+        what = (f"{shapes[0]} is {tuple(weights[shapes[0]].shape)} there, "
+                f"{tuple(own[shapes[0]].shape)} here" if shapes else
+                f"{(missing or extra)[0]} is {'missing' if missing else 'unexpected'}")
+        raise ConfigError(f"ckpt_path={path!r} (trained with {origin}, d_model="
+                          f"{saved.get('model', {}).get('d_model', '?')}) does not fit this "
+                          f"config: {what}")
+
+
+def load_lit_module(path: str, **overrides: object) -> ACTLitModule:
+    """The trained module alone, for notebooks: ``load_lit_module(ckpt, **{"act.threshold": 0.9})``
+    (dotted keys as on the command line; the checkpoint's own config fills in the rest)."""
+    cfg = OmegaConf.create({"ckpt_path": str(path)})
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    module, _, _ = load_module(cfg, [f"{k}={v}" for k, v in overrides.items()])
+    return module
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temp file and renamed over the old one, so a crash or a full disk
+    mid-write never replaces a good ``last.ckpt`` with a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | os.PathLike,
+                        storage_options: object | None = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,62 @@
+"""Command-line plumbing shared by every entry point; light (no torch import) so tools start fast."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+
+from rds_act.errors import ConfigError, check_choice
+
+# the checkout's conf/ (editable install, tests) or the copy shipped inside the wheel
+_CONF_DIRS = (Path(__file__).resolve().parent.parent / "conf", Path(__file__).resolve().parent / "conf")
+CONF_DIR = next((d for d in _CONF_DIRS if (d / "train.yaml").is_file()), _CONF_DIRS[0])
+# the config groups under conf/ (hydra/* come from plugins); their option names are checked
+# before Hydra starts
+CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
+                 "experiment")
+# the groups a checkpoint fixes: recorded in it at training time, restored by rds-act-eval
+TRAINED_GROUPS = ("task", "model", "act", "optimizer")
+
+
+def parse_override(arg: str) -> tuple[str, str | None, bool]:
+    """One Hydra override as (key, value, deleted): ``+a.b=v`` -> ("a.b", "v", False),
+    ``~a.b`` -> ("a.b", None, True); a word without ``=`` has value None."""
+    key, sep, value = arg.partition("=")
+    return key.lstrip("+~"), (value if sep else None), key.startswith("~")
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Fail in one line on ``act=nope``-style overrides, naming the bad value and the options."""
+    for arg in argv:
+        key, value, _ = parse_override(arg)
+        if value is None or key not in CONFIG_GROUPS or "(" in value:
+            continue
+        options = group_options(key)
+        for choice in (v.strip() for v in value.split(",")):
+            if choice and choice != "null":
+                check_choice(key, choice, options)
+
+
+def one_line_errors(fn: Callable) -> Callable:
+    """Report bad input (a ConfigError anywhere in the cause chain) as one line and exit 2."""
+
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - we re-raise everything that is not bad input
+            err: BaseException | None = exc
+            while err is not None and not isinstance(err, ConfigError | FloatingPointError):
+                err = err.__cause__ or err.__context__
+            if err is None:
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

@@ -1,0 +1,167 @@
+"""Shared datamodule plumbing: splits generated per index from a seed, served as whole batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+from rds_act.data.curriculum import Curriculum
+from rds_act.errors import ConfigError
+
+SPLITS = {"train": 0, "val": 1, "test": 2, "ood": 3}
+
+
+def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator for one sample: a pure function of (seed, split, index)."""
+    return np.random.default_rng([int(seed), SPLITS[split], int(index)])
+
+
+class TensorDictDataset(torch.utils.data.Dataset):
+    """Rows of a dict of equal-length tensors; indexing with a list returns a whole batch at once."""
+
+    def __init__(self, tensors: dict[str, Tensor]):
+        self.tensors = tensors
+        self.n = len(next(iter(tensors.values())))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx) -> dict[str, Tensor]:
+        return {k: v[idx] for k, v in self.tensors.items()}
+
+
+class TaskDataModule(LightningDataModule):
+    """Base datamodule: subclasses implement ``make_sample(rng, split) -> dict`` of numpy arrays.
+
+    Every batch carries ``index`` and ``steps_required``. Validation serves [val, ood] and test
+    serves [test, ood]. With ``fresh_train`` each epoch trains on new samples (indices
+    ``epoch * n_train + i``; needs the trainer's ``reload_dataloaders_every_n_epochs=1``), so a
+    small model cannot pass by memorising a fixed training set.
+
+    Subclasses also name their difficulty range per split (``difficulty_range``) and draw each
+    sample's difficulty with ``draw_difficulty``; ``curriculum`` (a dict of ``Curriculum``
+    arguments, or None) then narrows the training range to the easy end and widens it as the
+    model masters it.
+    """
+
+    name = "task"
+
+    def __init__(
+        self,
+        n_train: int = 8000,
+        n_val: int = 1000,
+        n_test: int = 1000,
+        n_ood: int = 1000,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        seed: int = 0,
+        num_workers: int = 0,
+        fresh_train: bool = True,
+        curriculum: dict | None = None,
+    ):
+        super().__init__()
+        sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_ood": n_ood,
+                 "batch_size": batch_size, "eval_batch_size": eval_batch_size}
+        for key, value in sizes.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"task.datamodule.{key}={value} must be a positive integer")
+        self.sizes = {"train": n_train, "val": n_val, "test": n_test, "ood": n_ood}
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.num_workers, self.fresh_train = seed, num_workers, fresh_train
+        self.curriculum: Curriculum | None = None
+        if curriculum is not None:
+            if not hasattr(curriculum, "keys"):
+                raise ConfigError(
+                    f"task.datamodule.curriculum={curriculum!r} must be null or a mapping with "
+                    "start, step, threshold"
+                )
+            self.curriculum = Curriculum(**curriculum)
+        self._train_key: tuple[int, int | None] = (0, None)
+        self.data: dict[str, TensorDictDataset] = {}
+
+    def difficulty_range(self, split: str) -> tuple[int, int]:
+        """Inclusive ``(lo, hi)`` of the task's difficulty (its ``steps_required``) per split."""
+        raise NotImplementedError
+
+    def draw_difficulty(self, rng: np.random.Generator, split: str) -> int:
+        """A difficulty uniform over the split's range (the curriculum's range while training)."""
+        lo, hi = self.difficulty_range(split)
+        if split == "train" and self.curriculum is not None:
+            self.curriculum.clamp(lo, hi)
+            hi = self.curriculum.level
+        return int(rng.integers(lo, hi + 1))
+
+    def promote(self, accuracy: float) -> bool:
+        """Report the accuracy on the current training range; True when the range widened."""
+        if self.curriculum is None:
+            return False
+        self.curriculum.clamp(*self.difficulty_range("train"))
+        return self.curriculum.update(accuracy)
+
+    @property
+    def level(self) -> int | None:
+        """The curriculum's current top difficulty (None without a curriculum)."""
+        return None if self.curriculum is None else self.curriculum.level
+
+    def state_dict(self) -> dict:
+        return {} if self.curriculum is None else {"curriculum": self.curriculum.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.curriculum is not None and "curriculum" in state:
+            self.curriculum.clamp(*self.difficulty_range("train"))
+            self.curriculum.load_state_dict(state["curriculum"])
+            self.data.pop("train", None)  # regenerate at the restored level
+
+    def make_sample(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def make_split(self, split: str, n: int | None = None, start: int = 0) -> dict[str, Tensor]:
+        """Samples ``start .. start+n-1`` of ``split`` (deterministic in seed, split and index)."""
+        n = self.sizes[split] if n is None else n
+        index = range(start, start + n)
+        rows = [self.make_sample(sample_rng(self.seed, split, i), split) for i in index]
+        out = {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in rows[0]}
+        out["index"] = torch.arange(start, start + n)
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split not in self.data:
+                self.data[split] = TensorDictDataset(self.make_split(split))
+                if split == "train":
+                    self._train_key = (0, self.level)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.data[split]
+        size = self.batch_size if shuffle else self.eval_batch_size
+        base = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        sampler = BatchSampler(base, size, drop_last=False)
+        return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        reload = getattr(self.trainer, "reload_dataloaders_every_n_epochs", 1)
+        if self.fresh_train and reload != 1:
+            raise ConfigError(
+                f"trainer.reload_dataloaders_every_n_epochs={reload} with "
+                "task.datamodule.fresh_train=true would train on one epoch's samples for good; "
+                "allowed: 1 (or set fresh_train=false)"
+            )
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        key = (epoch if self.fresh_train else 0, self.level)
+        if key != self._train_key or "train" not in self.data:
+            n = self.sizes["train"]
+            self.data["train"] = TensorDictDataset(self.make_split("train", n, key[0] * n))
+            self._train_key = key
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader("val", False), self._loader("ood", False)]
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader("test", False), self._loader("ood", False)]

@@ -1,0 +1,65 @@
+"""A difficulty curriculum: train on an easy range of the task's own difficulty, widen it on mastery."""
+
+from __future__ import annotations
+
+from rds_act.errors import ConfigError, check_choice
+
+METRICS = ("final", "exit")
+
+
+class Curriculum:
+    """Training samples draw their difficulty (hops, count c, non-zeros) from ``lo .. level``.
+
+    ``level`` starts at ``start`` and grows by ``step`` (up to the task's top difficulty) each time
+    the accuracy on the current range, measured on the epoch's fresh training samples, reaches
+    ``threshold``. It is the task's knowledge, not the strategy's: any strategy trains with it,
+    and no loss or halting rule reads it.
+
+    ``metric`` names the accuracy that counts: ``final`` (at the last step: what the backbone can
+    do, independent of a halting head that is still learning; the default) or ``exit`` (at each
+    sample's own exit step).
+    """
+
+    def __init__(
+        self, start: int = 2, step: int = 1, threshold: float = 0.9, metric: str = "final"
+    ):
+        for key, value in (("start", start), ("step", step)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"task.datamodule.curriculum.{key}={value!r} must be a positive integer"
+                )
+        if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            raise ConfigError(
+                f"task.datamodule.curriculum.threshold={threshold!r} must be a number in [0, 1]"
+            )
+        check_choice("task.datamodule.curriculum.metric", metric, METRICS)
+        self.start, self.step, self.threshold = start, step, float(threshold)
+        self.metric = metric
+        self.level = start
+        self.top: int | None = None  # the task's top training difficulty, set by clamp
+
+    def clamp(self, lo: int, hi: int) -> None:
+        """Fit the level into the task's training range ``lo .. hi``."""
+        self.level = max(lo, min(self.level, hi))
+        self.top = hi
+
+    @property
+    def done(self) -> bool:
+        return self.top is not None and self.level >= self.top
+
+    def update(self, accuracy: float) -> bool:
+        """Widen the range if ``accuracy`` on it reached the threshold; True when it widened."""
+        if self.done or accuracy < self.threshold:
+            return False
+        self.level += self.step
+        if self.top is not None:
+            self.level = min(self.top, self.level)
+        return True
+
+    def state_dict(self) -> dict[str, int]:
+        return {"level": self.level}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.level = int(state["level"])
+        if self.top is not None:
+            self.level = min(self.level, self.top)

@@ -1,0 +1,25 @@
+"""One exception type for bad user input, reported as a single line by the entry points, and the
+range and choice checks that raise it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A configuration or input value is outside what is allowed; the message names both."""
+
+
+def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    """Raise ConfigError unless ``low <= value <= high`` (``high=None`` means unbounded)."""
+    bad = value != value or value < low or (high is not None and value > high)
+    if bad:
+        allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ConfigError(f"{name}={value} is out of range; allowed: {allowed}")
+
+
+def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``allowed``, naming both in one line."""
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is unknown; allowed: {', '.join(map(str, allowed))}")

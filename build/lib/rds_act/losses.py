@@ -1,0 +1,59 @@
+"""Per-sample task losses and correctness, shared by every strategy (the task sets which one)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from rds_act.errors import check_range
+
+
+class TaskLoss:
+    """``loss(pred, batch) -> [B]`` and ``correct(pred, batch) -> bool[B]``; works on any leading dims."""
+
+    kind = "classification"
+
+    def loss(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def correct(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def sq_error(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor | None:
+        """Per-sample mean squared error (regression tasks only)."""
+        return None
+
+
+class CrossEntropyLoss(TaskLoss):
+    """Classification: cross-entropy, correct = argmax matches the label."""
+
+    kind = "classification"
+
+    def loss(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        y = batch["y"].expand(pred.shape[:-1])
+        return F.cross_entropy(pred.flatten(0, -2), y.flatten(), reduction="none").view(y.shape)
+
+    def correct(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return pred.argmax(-1) == batch["y"]
+
+
+class WeightedMSELoss(TaskLoss):
+    """Regression: MSE with coordinates in ``batch['mask']`` (the ones the rule changes) weighted
+    ``diff_weight`` times; correct = every coordinate within ``tol``."""
+
+    kind = "regression"
+
+    def __init__(self, diff_weight: float = 1.0, tol: float = 0.1):
+        check_range("task.loss.diff_weight", diff_weight, 0.0)
+        check_range("task.loss.tol", tol, 0.0)
+        self.diff_weight, self.tol = diff_weight, tol
+
+    def loss(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        w = 1.0 + (self.diff_weight - 1.0) * batch["mask"]
+        return ((pred - batch["y"]) ** 2 * w).sum(-1) / w.sum(-1)
+
+    def correct(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return ((pred - batch["y"]).abs() < self.tol).all(-1)
+
+    def sq_error(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return ((pred - batch["y"]) ** 2).mean(-1)

@@ -1,0 +1,289 @@
+"""Exit / oracle metrics as torchmetrics Metrics, fed one ``ExitRecord`` per batch.
+
+All of them score each sample at its own exit step; none looks at a batch's post-loop state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.regression import SpearmanCorrCoef
+
+from rds_act.act.base import StepStack, oracle_step
+from rds_act.results import PREDICTION_COLUMNS
+
+
+@dataclass
+class ExitRecord:
+    """Per-sample facts about one batch's exits; every tensor is [B]."""
+
+    exit_step: Tensor
+    oracle_step: Tensor
+    correct_exit: Tensor
+    correct_oracle: Tensor
+    correct_final: Tensor
+    loss_exit: Tensor
+    loss_first: Tensor
+    loss_oracle: Tensor
+    steps: int
+    steps_required: Tensor | None = None
+    sq_error_exit: Tensor | None = None
+    difficulty: Tensor | None = None
+
+    @classmethod
+    def from_stack(
+        cls, stack: StepStack, exit_step: Tensor, steps_required: Tensor | None = None,
+        sq_errors: Tensor | None = None, difficulty: Tensor | None = None,
+    ) -> ExitRecord:
+        """Gather every sample's values at its own exit step, its oracle step and the last step."""
+        t_star = oracle_step(stack.losses)
+
+        def at(values: Tensor, step: Tensor) -> Tensor:
+            return values.gather(0, (step - 1)[None]).squeeze(0)
+
+        losses = stack.losses.detach()
+        return cls(
+            exit_step=exit_step, oracle_step=t_star,
+            correct_exit=at(stack.correct, exit_step), correct_oracle=at(stack.correct, t_star),
+            correct_final=stack.correct[-1], loss_exit=at(losses, exit_step),
+            loss_first=losses[0], loss_oracle=at(losses, t_star), steps=stack.steps,
+            steps_required=steps_required,
+            sq_error_exit=None if sq_errors is None else at(sq_errors, exit_step),
+            difficulty=difficulty,
+        )
+
+
+def prediction_rows(record: ExitRecord, split: str, index: Tensor) -> list[dict]:
+    """One row per sample (columns ``PREDICTION_COLUMNS``) from which every metric can be recomputed."""
+    n = index.shape[0]
+    required = record.steps_required if record.steps_required is not None else torch.zeros(n)
+    difficulty = record.difficulty.tolist() if record.difficulty is not None else [""] * n
+    error = record.sq_error_exit.tolist() if record.sq_error_exit is not None else [""] * n
+    columns = zip(
+        index.tolist(), record.exit_step.tolist(), record.oracle_step.tolist(), required.tolist(),
+        difficulty, record.correct_exit.int().tolist(), record.correct_oracle.int().tolist(),
+        record.correct_final.int().tolist(), record.loss_exit.tolist(), record.loss_first.tolist(),
+        record.loss_oracle.tolist(), error, strict=True,
+    )
+    return [dict(zip(PREDICTION_COLUMNS, (split, *row, record.steps), strict=True)) for row in columns]
+
+
+class _SampleMean(Metric):
+    """Mean over samples of a per-sample quantity; ``value`` returns (values, mask or None)."""
+
+    full_state_update = False
+    higher_is_better: bool | None = None
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def value(self, r: ExitRecord) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def update(self, record: ExitRecord) -> None:
+        values, mask = self.value(record)
+        if values is None:
+            return
+        values = values.double()
+        if mask is not None:
+            values = values[mask]
+        self.total += values.sum()
+        self.count += values.numel()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"))
+
+
+class ExitAccuracy(_SampleMean):
+    """Accuracy of each sample's prediction at its own exit step."""
+
+    def value(self, r):
+        return r.correct_exit, None
+
+
+class OracleAccuracy(_SampleMean):
+    """Accuracy at t*: what a perfect halting rule would score with this backbone."""
+
+    def value(self, r):
+        return r.correct_oracle, None
+
+
+class FinalAccuracy(_SampleMean):
+    """Accuracy at T_max: what never halting early scores."""
+
+    def value(self, r):
+        return r.correct_final, None
+
+
+class ExitLoss(_SampleMean):
+    """Task loss at the exit step."""
+
+    def value(self, r):
+        return r.loss_exit, None
+
+
+class ExitMSE(_SampleMean):
+    """Mean squared error at the exit step (regression tasks)."""
+
+    def value(self, r):
+        return r.sq_error_exit, None
+
+
+class AverageExit(_SampleMean):
+    """E[exit step], 1-based."""
+
+    def value(self, r):
+        return r.exit_step, None
+
+
+class AverageOracleStep(_SampleMean):
+    """E[t*], 1-based."""
+
+    def value(self, r):
+        return r.oracle_step, None
+
+
+class ExitOracleAgreement(_SampleMean):
+    """ESA = P(exit step == t*)."""
+
+    def value(self, r):
+        return r.exit_step == r.oracle_step, None
+
+
+class ComputeSavingRate(_SampleMean):
+    """CSR = 1 - E[exit] / T_max."""
+
+    def value(self, r):
+        return 1.0 - r.exit_step.double() / r.steps, None
+
+
+class OracleComputeSavingRate(_SampleMean):
+    """1 - E[t*] / T_max: the saving a perfect halting rule would get."""
+
+    def value(self, r):
+        return 1.0 - r.oracle_step.double() / r.steps, None
+
+
+class _RequiredMean(_SampleMean):
+    """Only counts samples whose task knows the true step count."""
+
+    def rule(self, r: ExitRecord) -> Tensor:
+        raise NotImplementedError
+
+    def value(self, r):
+        if r.steps_required is None:
+            return None, None
+        return self.rule(r), r.steps_required > 0
+
+
+class OverRate(_RequiredMean):
+    """P(exit step > steps_required): thinking longer than the task needs."""
+
+    def rule(self, r):
+        return r.exit_step > r.steps_required
+
+
+class UnderRate(_RequiredMean):
+    """P(exit step < steps_required): stopping before the task could be solved."""
+
+    def rule(self, r):
+        return r.exit_step < r.steps_required
+
+
+class AverageRequired(_RequiredMean):
+    """E[steps_required]."""
+
+    def rule(self, r):
+        return r.steps_required
+
+
+class DifficultyExitCorrelation(SpearmanCorrCoef):
+    """Spearman ρ(difficulty, exit step): does the model think longer on harder samples?
+
+    NaN when the task has no difficulty or when exits (or difficulties) are all equal.
+    """
+
+    def update(self, record: ExitRecord) -> None:  # type: ignore[override]
+        if record.difficulty is not None:
+            super().update(record.exit_step.double(), record.difficulty.double())
+
+    def compute(self) -> Tensor:
+        if not self.preds:
+            return torch.tensor(float("nan"))
+        exits, difficulty = torch.cat(self.preds), torch.cat(self.target)
+        if exits.unique().numel() < 2 or difficulty.unique().numel() < 2:
+            return torch.tensor(float("nan"))
+        return super().compute()
+
+
+class InferenceGainEfficiency(Metric):
+    """IGE = (E[l_1] - E[l_t*]) / E[t*]: loss reduction bought per step of thinking."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("first", "oracle", "steps", "count"):
+            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, record: ExitRecord) -> None:
+        self.first += record.loss_first.double().sum()
+        self.oracle += record.loss_oracle.double().sum()
+        self.steps += record.oracle_step.double().sum()
+        self.count += record.oracle_step.numel()
+
+    def compute(self) -> Tensor:
+        return (self.first - self.oracle) / self.steps if self.count > 0 else torch.tensor(float("nan"))
+
+
+def exit_metrics(prefix: str, regression: bool = False) -> MetricCollection:
+    """The full metric set for one split, keys like ``test/acc``."""
+    metrics = {
+        "acc": ExitAccuracy(), "oracle_acc": OracleAccuracy(), "final_acc": FinalAccuracy(),
+        "loss": ExitLoss(), "avg_exit": AverageExit(), "oracle_step": AverageOracleStep(),
+        "esa": ExitOracleAgreement(), "csr": ComputeSavingRate(),
+        "oracle_csr": OracleComputeSavingRate(), "ige": InferenceGainEfficiency(),
+        "over_rate": OverRate(), "under_rate": UnderRate(), "avg_required": AverageRequired(),
+        "exit_rho": DifficultyExitCorrelation(),
+    }
+    if regression:
+        metrics["mse"] = ExitMSE()
+    return MetricCollection(metrics, prefix=f"{prefix}/", compute_groups=False)
+
+
+class StepCurves(Metric):
+    """Per-step means for dashboards: task loss, accuracy and halting probability at each step t."""
+
+    full_state_update = False
+
+    def __init__(self, steps: int, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = steps
+        for name in ("loss", "acc", "halt_prob"):
+            self.add_state(name, torch.zeros(steps, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, stack: StepStack) -> None:
+        self.loss += stack.losses.detach().double().sum(1)
+        self.acc += stack.correct.double().sum(1)
+        self.halt_prob += torch.sigmoid(stack.unrolled.halt_logits[..., 0]).double().sum(1)
+        self.count += stack.losses.shape[1]
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {}
+        for name in ("loss", "acc", "halt_prob"):
+            per_step = getattr(self, name) / self.count.clamp(min=1)
+            out.update({f"{name}_t{t + 1:02d}": v for t, v in enumerate(per_step)})
+        return out
+
+
+def effective_rank(x: Tensor) -> Tensor:
+    """exp(entropy of the normalised singular values) of a [N, d] matrix: the rank-collapse probe."""
+    s = torch.linalg.svdvals(x.float() - x.float().mean(0))
+    p = s / s.sum().clamp(min=1e-12)
+    return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())

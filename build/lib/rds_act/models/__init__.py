@@ -1,0 +1,3 @@
+from rds_act.models.dyntrm import DynTRM, State, StepOut
+
+__all__ = ["DynTRM", "State", "StepOut"]

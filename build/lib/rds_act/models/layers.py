@@ -1,0 +1,173 @@
+"""Building blocks of the DynTRM step: attention, MLP, the block, task encoders and readouts."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rds_act.errors import ConfigError
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on PyTorch SDPA, with an optional sigmoid output gate."""
+
+    def __init__(self, d_model: int, n_heads: int, gated: bool = False, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ConfigError(f"model.d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.gate = nn.Linear(d_model, d_model, bias=False) if gated else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.n_heads, d // self.n_heads).unbind(2)
+        o = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        o = o.transpose(1, 2).reshape(b, s, d)
+        if self.gate is not None:
+            o = o * torch.sigmoid(self.gate(x))
+        return self.out(o)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward layer."""
+
+    def __init__(self, d_model: int, ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        hidden = int(d_model * ratio)
+        self.net = nn.Sequential(
+            nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_model)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """The one re-entrant step: pre-RMSNorm attention + MLP, each with a residual."""
+
+    def __init__(
+        self, d_model: int, n_heads: int, mlp_ratio: float = 4.0,
+        gated_attention: bool = False, dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(d_model)
+        self.attn = Attention(d_model, n_heads, gated_attention, dropout)
+        self.norm2 = nn.RMSNorm(d_model)
+        self.mlp = MLP(d_model, mlp_ratio, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PairTokenEncoder(nn.Module):
+    """Embeds a set of (key, value) symbol pairs plus a final query row, one token per row.
+
+    One token per slot means a single attention hop can read a slot's value by matching its key,
+    so one recursive step can follow one pointer. Keys and values share one symbol table (values
+    pass through one learned projection), so "this value names that key" is known by construction
+    instead of having to be learned symbol by symbol.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int):
+        super().__init__()
+        self.symbol = nn.Embedding(vocab_size + 1, d_model)  # last id = padding
+        self.value_proj = nn.Linear(d_model, d_model, bias=False)
+        self.role = nn.Embedding(2, d_model)  # 0 = memory slot, 1 = query
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        x = batch["x"]  # [B, S, 2]
+        role = torch.zeros(x.shape[1], dtype=torch.long, device=x.device)
+        role[-1] = 1
+        return self.symbol(x[..., 0]) + self.value_proj(self.symbol(x[..., 1])) + self.role(role)
+
+
+class SequenceTokenEncoder(nn.Module):
+    """Embeds a sequence of integer tokens, ``chunk`` consecutive ones per model token (a linear
+    map of their one-hot codes), with learned positions, plus a final query token that the class
+    readout reads. Parity: entries 0 / -1 / +1; ``chunk=8`` turns 64 entries into 8 tokens.
+    """
+
+    def __init__(self, n_tokens: int, seq_len: int, d_model: int, chunk: int = 1):
+        super().__init__()
+        if chunk < 1 or seq_len % chunk:
+            raise ConfigError(f"task.encoder.chunk={chunk} must be >= 1 and divide {seq_len}")
+        self.n_tokens, self.chunk = n_tokens, chunk
+        self.embed = nn.Linear(chunk * n_tokens, d_model)
+        self.pos = nn.Parameter(torch.randn(seq_len // chunk, d_model) * 0.02)
+        self.query = nn.Parameter(torch.randn(d_model) * 0.02)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        codes = F.one_hot(batch["x"], self.n_tokens).float()  # [B, L, n_tokens]
+        x = self.embed(codes.flatten(1).view(codes.shape[0], -1, self.chunk * self.n_tokens))
+        x = x + self.pos
+        return torch.cat([x, self.query.expand(x.shape[0], 1, -1)], dim=1)
+
+
+class VectorEncoder(nn.Module):
+    """Embeds a real vector one coordinate per token, plus the visible step count on every token."""
+
+    def __init__(self, n_coords: int, d_model: int, max_count: int = 16):
+        super().__init__()
+        self.value = nn.Linear(1, d_model)
+        self.pos = nn.Parameter(torch.randn(n_coords, d_model) * 0.02)
+        self.count = nn.Embedding(max_count + 1, d_model)  # 0 = hidden / unknown count
+        self.max_count = max_count
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        x, count = batch["x"], batch["count"]
+        if count.numel() and int(count.max()) > self.max_count:
+            raise ConfigError(
+                f"a sample's visible count {int(count.max())} exceeds task.encoder.max_count="
+                f"{self.max_count}; raise it to at least the task's largest count"
+            )
+        return self.value(x.unsqueeze(-1)) + self.pos + self.count(count)[:, None, :]
+
+
+class ClassReadout(nn.Module):
+    """Class logits read from one token (the query row by default)."""
+
+    n_confidence = 2
+
+    def __init__(self, d_model: int, n_classes: int, position: int = -1):
+        super().__init__()
+        self.position = position
+        self.head = nn.Linear(d_model, n_classes)
+
+    def pool(self, h: Tensor) -> Tensor:
+        # a copy, not a view: a view would keep the whole [B, S, d] step output alive
+        return h[:, self.position].contiguous()
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.head(self.pool(h))
+
+    def confidence(self, logits: Tensor) -> Tensor:
+        """[..., 2]: the top log-probability and the entropy of the predicted distribution."""
+        logp = torch.log_softmax(logits.float(), -1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return torch.stack([logp.max(-1).values, entropy], -1).to(logits.dtype)
+
+
+class VectorReadout(nn.Module):
+    """One real value per coordinate token."""
+
+    n_confidence = 0  # a point prediction carries no confidence
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.head = nn.Linear(d_model, 1)
+
+    def pool(self, h: Tensor) -> Tensor:
+        return h.mean(1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.head(h).squeeze(-1)
+
+    def confidence(self, pred: Tensor) -> Tensor:
+        return pred.new_zeros((*pred.shape[:-1], 0))

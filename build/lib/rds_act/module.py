@@ -1,0 +1,195 @@
+"""ACTLitModule: the one LightningModule, pairing the DynTRM backbone with one ACT strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from rds_act.act.base import ACTStrategy, StepStack, first_exit
+from rds_act.errors import ConfigError
+from rds_act.losses import TaskLoss
+from rds_act.metrics import ExitRecord, StepCurves, effective_rank, exit_metrics, prediction_rows
+from rds_act.models.dyntrm import DynTRM
+
+EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
+
+
+class ACTLitModule(LightningModule):
+    """Trains by unrolling all ``T_max`` steps and handing the stack to the strategy; evaluates by
+    halting each sample on its own and scoring it with its own prediction at its own exit step.
+
+    ``exit_rule`` (default: the strategy's own ``halt``) decides exits at evaluation.
+    """
+
+    def __init__(
+        self,
+        model: DynTRM,
+        strategy: ACTStrategy,
+        task_loss: TaskLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        ood_T_max: int | None = None,
+        exit_rule: Callable | None = None,
+        run_config: dict[str, Any] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ):
+        super().__init__()
+        self.model, self.strategy, self.task_loss = model, strategy, task_loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.exit_rule = exit_rule if exit_rule is not None else strategy
+        self.ood_T_max = int(ood_T_max or model.T_max)
+        self.run_config = run_config or {}
+        regression = task_loss.kind == "regression"
+        self.metrics = nn.ModuleDict(
+            {split: exit_metrics(split, regression) for split in ("val", "test", "ood")}
+        )
+        self.curves = StepCurves(model.T_max)
+        # accuracy on the epoch's training samples, at each sample's exit and at the last step
+        self.train_acc = nn.ModuleDict({"exit": MeanMetric(), "final": MeanMetric()})
+        self.samples_seen = 0  # training samples so far, all ranks together (learning curves)
+        self._erank: list[Tensor] | None = None
+        self.predictions: list[dict] = []  # per-sample rows of the last test run
+
+    # -- shared -------------------------------------------------------------------------------
+    def steps_for(self, split: str) -> int:
+        return self.ood_T_max if split == "ood" else self.model.T_max
+
+    def stack(self, batch: dict[str, Tensor], steps: int | None = None) -> StepStack:
+        """Unroll the backbone and score every step with the task loss."""
+        unrolled = self.model.unroll(batch, steps)
+        losses = self.task_loss.loss(unrolled.preds, batch)
+        with torch.no_grad():
+            correct = self.task_loss.correct(unrolled.preds, batch)
+        return StepStack(unrolled, losses, correct, self.task_loss)
+
+    def evaluate(self, batch: dict[str, Tensor], split: str) -> tuple[StepStack, ExitRecord]:
+        """Per-sample exits on the full stack (the masked reference used for metrics)."""
+        steps = self.steps_for(split)
+        stack = self.stack(batch, steps)
+        if hasattr(self.exit_rule, "exit_steps"):  # rules that need the whole stack (oracle)
+            exit_step = self.exit_rule.exit_steps(stack)
+        else:
+            exit_step = first_exit(stack.unrolled, self.exit_rule, steps)
+        sq = self.task_loss.sq_error(stack.unrolled.preds, batch)
+        record = ExitRecord.from_stack(
+            stack, exit_step, batch.get("steps_required"), sq, batch.get("difficulty")
+        )
+        return stack, record
+
+    # -- training -----------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.strategy.set_epoch(self.current_epoch)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        stack = self.stack(batch)
+        loss, logs = self.strategy.loss(stack, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"step {self.global_step} with act={self.strategy.name}; "
+                "lower optimizer.lr or check the data"
+            )
+        n = batch["index"].shape[0]
+        with torch.no_grad():
+            exit_step = first_exit(stack.unrolled, self.strategy, stack.steps)
+            hit = stack.correct.gather(0, (exit_step - 1)[None])[0].float()
+        final = stack.correct[-1].float()
+        self.train_acc["exit"].update(hit)
+        self.train_acc["final"].update(final)
+        self.samples_seen += n * self.trainer.world_size
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
+        self.log("train/acc", hit.mean(), batch_size=n)
+        self.log("train/final_acc", final.mean(), batch_size=n)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Report the epoch's accuracy on the curriculum's current range; it may widen."""
+        accs = {name: float(metric.compute()) for name, metric in self.train_acc.items()}
+        for metric in self.train_acc.values():
+            metric.reset()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "curriculum", None) is not None:
+            acc = accs[datamodule.curriculum.metric]
+            datamodule.promote(acc)
+            self.log("curriculum/level", float(datamodule.level))
+            self.log("curriculum/acc", acc)
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _eval_step(self, stage: str, batch: dict[str, Tensor], batch_idx: int, idx: int) -> None:
+        split = EVAL_SPLITS[stage][idx]
+        stack, record = self.evaluate(batch, split)
+        self.metrics[split].update(record)
+        if stage == "test":
+            self.predictions += prediction_rows(record, split, batch["index"].cpu())
+        if split == "val":
+            self.curves.update(stack)
+            if batch_idx == 0:
+                self._erank = [effective_rank(s) for s in stack.unrolled.summaries]
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        if stage == "validate":
+            self.log("train/samples", float(self.samples_seen))
+        for split in EVAL_SPLITS[stage]:
+            self.log_dict(self.metrics[split].compute())
+            self.metrics[split].reset()
+        if stage == "validate" and self._erank is not None:
+            curves = {f"val_curve/{k}": v for k, v in self.curves.compute().items()}
+            curves.update({f"val_curve/erank_t{t + 1:02d}": v for t, v in enumerate(self._erank)})
+            self.log_dict(curves)
+            self.curves.reset()
+            self._erank = None
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("validate", batch, batch_idx, dataloader_idx)
+
+    def on_test_epoch_start(self) -> None:
+        self.predictions = []
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("validate")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    # -- prediction -----------------------------------------------------------------------------
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Real per-sample halting: each step runs only on the samples still thinking.
+
+        A rule that cannot decide step by step (the oracle) raises its own ConfigError here.
+        """
+        pred, exit_step = self.model.adaptive_forward(batch, self.exit_rule)
+        return {"index": batch["index"], "pred": pred, "exit_step": exit_step}
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rds_act_config"] = self.run_config
+        checkpoint["rds_act_samples_seen"] = self.samples_seen
+
+    @classmethod
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> ACTLitModule:  # type: ignore[override]
+        """Lightning's idiom cannot rebuild this module (its parts are built from the Hydra config
+        saved in the checkpoint, not from hyperparameters): say where the loader is."""
+        raise ConfigError(
+            "ACTLitModule.load_from_checkpoint cannot rebuild the backbone and strategy; use "
+            "rds_act.checkpoint.load_lit_module(path, **{'act.threshold': 0.9}) (overrides optional)"
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.samples_seen = int(checkpoint.get("rds_act_samples_seen", 0))

@@ -1,0 +1,75 @@
+"""``rds-act-train``: compose a config with Hydra, fit with Lightning, write metrics.json."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from rds_act.build import build_module, build_trainer
+from rds_act.checkpoint import check_fits
+from rds_act.cli import CONF_DIR, TRAINED_GROUPS, check_group_choices, one_line_errors
+from rds_act.results import collect_metrics, save_results, write_metrics
+
+
+@one_line_errors
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then test on the best checkpoint; returns the flat metric dict written to disk.
+
+    A run that does not complete still leaves a record: metrics.json with ``status`` interrupted
+    (SIGTERM / Ctrl-C: exit 143 / 130; ``last.ckpt`` from the last full epoch resumes it) or
+    failed (a non-finite loss: exit 2), never a success.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    choices = HydraConfig.get().runtime.choices
+    module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS})
+    if cfg.get("ckpt_path"):
+        check_fits(module, cfg.ckpt_path)  # one line for a missing, corrupt or foreign file
+    trainer = build_trainer(cfg)
+    out_dir = HydraConfig.get().runtime.output_dir
+
+    def record(status: str, reason: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        partial = collect_metrics(trainer, ("val", "ood", "curriculum"))
+        write_metrics({**partial, "train/samples": float(module.samples_seen)}, out_dir,
+                      status=status, reason=reason)
+
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:  # pre-emption (SLURM sends SIGTERM): Lightning raises SystemExit
+        record("interrupted", f"SIGTERM at epoch {trainer.current_epoch}")
+        raise SystemExit(143) from None
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1)
+        record("interrupted", f"SIGINT at epoch {trainer.current_epoch}")
+        raise SystemExit(130) from None
+    except FloatingPointError as exc:
+        record("failed", str(exc))
+        raise
+    metrics = collect_metrics(trainer, ("val", "ood", "curriculum"))
+    metrics["train/samples"] = float(module.samples_seen)
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update(collect_metrics(trainer, ("test", "ood")))
+    save_results(metrics, module.predictions, out_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+def main() -> None:
+    one_line_errors(check_group_choices)(sys.argv[1:])
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
