@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
 
 from rds_act.errors import ConfigError, check_choice
 
@@ -56,7 +59,24 @@ def one_line_errors(fn: Callable) -> Callable:
                 err = err.__cause__ or err.__context__
             if err is None:
                 raise
+            if isinstance(err, ConfigError):
+                discard_rejected_run_dir()
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper
+
+
+# what Hydra writes into a run dir before the run itself starts
+_HYDRA_ONLY = {".hydra", "train.log", "eval.log", "report.log"}
+
+
+def discard_rejected_run_dir() -> None:
+    """A config rejected before the run wrote anything leaves no run dir behind; a dir with any
+    output of an earlier run in it (resume in place) is left alone."""
+    if not HydraConfig.initialized():
+        return
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if ".hydra" in names and names <= _HYDRA_ONLY:
+        shutil.rmtree(run_dir, ignore_errors=True)

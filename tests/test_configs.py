@@ -110,3 +110,14 @@ def test_warmup_cosine_schedule_shape():
     assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
     with pytest.raises(ConfigError, match="scheduler.warmup_frac=2"):
         warmup_cosine(opt, total_steps=10, warmup_frac=2)
+
+
+def test_a_rejected_config_leaves_no_run_dir(tmp_path):
+    """Bad input costs one line and exit 2, and leaves no half-made run dir behind."""
+    from helpers import run_cli
+
+    proc = run_cli("rds_act.train", ["model.T_max=0", "logger=none"], tmp_path)
+    assert proc.returncode == 2
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: model.T_max=0 must be >= 1"]
+    assert not list(tmp_path.glob("outputs/train/runs/*"))
