@@ -1,3 +1,0 @@
-from rds_act.models.dyntrm import DynTRM, State, StepOut
-
-__all__ = ["DynTRM", "State", "StepOut"]

@@ -1,5 +1,0 @@
-"""Optimizer pieces torch does not ship ready-made."""
-
-from rds_act.optim.schedulers import warmup_cosine
-
-__all__ = ["warmup_cosine"]
