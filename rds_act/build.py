@@ -27,13 +27,13 @@ def build_module(
     """
     datamodule = hydra.utils.instantiate(cfg.task.datamodule)
     model = hydra.utils.instantiate(cfg.model)
-    strategy = hydra.utils.instantiate(cfg.act)
+    act = hydra.utils.instantiate(cfg.act)
     task_loss = hydra.utils.instantiate(cfg.task.loss)
     optimizer = hydra.utils.instantiate(cfg.optimizer)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     eval_cfg = cfg.get("eval") or {}
     exit_rule = build_exit_rule(
-        eval_cfg.get("exit_rule", "halt_head"), strategy, eval_cfg.get("threshold"), task_loss.kind
+        eval_cfg.get("exit_rule", "halt_head"), act, eval_cfg.get("threshold"), task_loss.kind
     )
     ood_T_max = int(cfg.task.get("ood_T_max") or model.T_max)
     if ood_T_max < model.T_max:
@@ -42,7 +42,7 @@ def build_module(
             "the training steps); raise task.ood_T_max, or set the step budget with task.T_max"
         )
     module = ACTLitModule(
-        model, strategy, task_loss, optimizer, ood_T_max=ood_T_max, exit_rule=exit_rule,
+        model, act, task_loss, optimizer, ood_T_max=ood_T_max, exit_rule=exit_rule,
         scheduler=scheduler,
         run_config={
             **OmegaConf.to_container(

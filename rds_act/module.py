@@ -20,8 +20,9 @@ EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
 
 
 class ACTLitModule(LightningModule):
-    """Trains by unrolling all ``T_max`` steps and handing the stack to the strategy; evaluates by
-    halting each sample on its own and scoring it with its own prediction at its own exit step.
+    """Trains by unrolling all ``T_max`` steps and handing the stack to ``act`` (the ACT strategy
+    of the ``act`` config group); evaluates by halting each sample on its own and scoring it
+    with its own prediction at its own exit step.
 
     ``exit_rule`` (default: the strategy's own ``halt``) decides exits at evaluation.
     """
@@ -29,7 +30,7 @@ class ACTLitModule(LightningModule):
     def __init__(
         self,
         model: DynTRM,
-        strategy: ACTStrategy,
+        act: ACTStrategy,
         task_loss: TaskLoss,
         optimizer: Callable[..., torch.optim.Optimizer],
         ood_T_max: int | None = None,
@@ -38,9 +39,9 @@ class ACTLitModule(LightningModule):
         scheduler: Callable[..., Any] | None = None,
     ):
         super().__init__()
-        self.model, self.strategy, self.task_loss = model, strategy, task_loss
+        self.model, self.act, self.task_loss = model, act, task_loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.exit_rule = exit_rule if exit_rule is not None else strategy
+        self.exit_rule = exit_rule if exit_rule is not None else act
         self.ood_T_max = int(ood_T_max or model.T_max)
         self.run_config = run_config or {}
         regression = task_loss.kind == "regression"
@@ -82,20 +83,20 @@ class ACTLitModule(LightningModule):
 
     # -- training -----------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self.strategy.set_epoch(self.current_epoch)
+        self.act.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         stack = self.stack(batch)
-        loss, logs = self.strategy.loss(stack, batch)
+        loss, logs = self.act.loss(stack, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
-                f"step {self.global_step} with act={self.strategy.name}; "
+                f"step {self.global_step} with act={self.act.name}; "
                 "lower optimizer.lr or check the data"
             )
         n = batch["index"].shape[0]
         with torch.no_grad():
-            exit_step = first_exit(stack.unrolled, self.strategy, stack.steps)
+            exit_step = first_exit(stack.unrolled, self.act, stack.steps)
             hit = stack.correct.gather(0, (exit_step - 1)[None])[0].float()
         final = stack.correct[-1].float()
         self.train_acc["exit"].update(hit)

@@ -49,7 +49,7 @@ def main() -> None:
     model = module.model.to(dev).eval()
     batch = {k: v.to(dev) for k, v in dm.make_split("test", BATCH).items()}
     steps = model.T_max
-    rule = module.strategy if cfg.get("ckpt_path") else SpreadExits(steps)
+    rule = module.act if cfg.get("ckpt_path") else SpreadExits(steps)
     with torch.no_grad():
         _, exits = model.adaptive_forward(batch, rule)
         t_fixed = timed(lambda: model.unroll(batch, steps), REPEATS)

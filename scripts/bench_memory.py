@@ -38,7 +38,7 @@ def child() -> None:
         base = torch.cuda.memory_allocated()
     else:
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    loss, _ = module.strategy.loss(module.stack(batch), batch)
+    loss, _ = module.act.loss(module.stack(batch), batch)
     loss.backward()
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -49,7 +49,7 @@ def bare_time(module, dm) -> float:
             start = time.perf_counter()
         batch = {k: v.to(dev) for k, v in next(batches).items()}
         stack = module.stack(batch)
-        loss, _ = module.strategy.loss(stack, batch)
+        loss, _ = module.act.loss(stack, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)

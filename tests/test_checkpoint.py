@@ -33,11 +33,11 @@ def test_load_lit_module_rebuilds_the_trained_module(trained):
         ACTLitModule.load_from_checkpoint(str(trained))
     module = load_lit_module(str(trained))
     saved = torch.load(trained, weights_only=False)
-    assert type(module.strategy).__name__ == "BetterPLSD"
+    assert type(module.act).__name__ == "BetterPLSD"
     for key, value in saved["state_dict"].items():
         assert torch.equal(module.state_dict()[key], value), key
     tuned = load_lit_module(str(trained), **{"act.tolerance": 0.25})
-    assert tuned.strategy.tolerance == 0.25 and module.strategy.tolerance != 0.25
+    assert tuned.act.tolerance == 0.25 and module.act.tolerance != 0.25
 
 
 def test_scripts_compose_with_the_checkpoints_groups(trained, monkeypatch):
@@ -47,7 +47,7 @@ def test_scripts_compose_with_the_checkpoints_groups(trained, monkeypatch):
     common = importlib.import_module("_common")
     cfg = common.compose_from_argv(["logger=none"])
     module, _ = common.build(cfg)
-    assert type(module.strategy).__name__ == "BetterPLSD" and module.strategy.ds_weight == 0.5
+    assert type(module.act).__name__ == "BetterPLSD" and module.act.ds_weight == 0.5
     assert with_checkpoint_choices([f"ckpt_path={trained}"])[1:] == [
         "task=rpc_small", "model=dyntrm", "act=better_plsd", "optimizer=adamw"]
 

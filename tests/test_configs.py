@@ -84,7 +84,7 @@ def test_eval_exit_picks_the_rule_and_rejects_unknown(compose_cfg):
     module, _ = build_module(compose_cfg("eval.exit_rule=oracle", "ckpt_path=x", config="eval"))
     assert isinstance(module.exit_rule, OracleExit)
     module, _ = build_module(compose_cfg("ckpt_path=x", config="eval"))
-    assert module.exit_rule is module.strategy
+    assert module.exit_rule is module.act
     with pytest.raises(Exception, match="eval.exit_rule='nope' is unknown; allowed: halt_head"):
         build_module(compose_cfg("eval.exit_rule=nope", "ckpt_path=x", config="eval"))
     with pytest.raises(Exception, match="eval.exit_rule=entropy needs a predicted class distribution"):

@@ -112,7 +112,7 @@ class NaNStrategy(PLSD):
 def test_nan_loss_stops_with_a_clear_error(compose_cfg):
     cfg = compose_cfg(*TINY, "trainer.fast_dev_run=true")
     module, datamodule = build_module(cfg)
-    module.strategy = NaNStrategy()
+    module.act = NaNStrategy()
     with pytest.raises(FloatingPointError, match="non-finite training loss.*act=plsd"):
         build_trainer(cfg).fit(module, datamodule=datamodule)
 
