@@ -236,10 +236,15 @@ def learning_curve(groups: Sequence[Group], path: Path) -> None:
     extra = _varying(groups, skip=("act",))
     seeds = len({r.labels.get("seed") for _, r, _ in curves}) > 1
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = ("-", "--", ":", "-.")
+    drawn: dict[str, int] = {}  # runs of one act share its colour and differ in line style
     for g, r, (x, y, _, _) in curves:
-        label = g.key.get("act", "") + (f" ({_describe(g, extra)})" if extra else "")
+        act = g.key.get("act", "")
+        label = act + (f" ({_describe(g, extra)})" if extra else "")
         label += f" seed={r.labels.get('seed')}" if seeds else ""
-        ax.plot(x, y, "-", color=act_color(g.key.get("act", "")), alpha=0.85, label=label)
+        style = styles[drawn.get(act, 0) % len(styles)]
+        drawn[act] = drawn.get(act, 0) + 1
+        ax.plot(x, y, style, color=act_color(act), alpha=0.85, label=label)
     x_names = {c[2] for _, _, c in curves}
     y_names = {c[3] for _, _, c in curves}
     ax.set(xlabel="training samples" if x_names == {"train/samples"} else

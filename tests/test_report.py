@@ -150,6 +150,20 @@ def test_learning_curve_reads_val_acc_against_samples(tmp_path: Path) -> None:
     assert y.tolist() == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9])
 
 
+def test_runs_of_one_act_share_its_colour_and_differ_in_line_style(tmp_path, monkeypatch):
+    from rds_act import plots
+    from rds_act.runs import group_runs, load_run
+
+    runs = [load_run(make_run(tmp_path / str(i), ["act=plsd", f"optimizer.lr={lr}"],
+                              metrics(0.5, 4.0), curve=True)) for i, lr in enumerate((1e-3, 2e-3))]
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig))
+    plots.learning_curve(group_runs(runs, ("task", "act")), tmp_path / "curve.png")
+    lines = drawn["fig"].axes[0].get_lines()
+    assert len({ln.get_color() for ln in lines}) == 1
+    assert len({ln.get_linestyle() for ln in lines}) == 2
+
+
 def test_labels_name_only_what_differs_between_runs(tmp_path: Path) -> None:
     """One run named model/optimizer on its command line, the other took them as defaults: the
     labels must still differ only in act (the old report showed 'model=dyntrm, optimizer=...')."""
