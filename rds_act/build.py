@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from rds_act.act.exits import build_exit_rule
 from rds_act.errors import ConfigError
 from rds_act.module import ACTLitModule
+from rds_act.validate import validate_config
 
 
 def build_module(
@@ -25,6 +26,7 @@ def build_module(
     ``cfg.eval.exit_rule`` / ``cfg.eval.threshold`` (eval config only) pick the exit rule used when
     evaluating; without them the strategy's own halting rule decides.
     """
+    validate_config(cfg)  # every typed value, before anything is built
     datamodule = hydra.utils.instantiate(cfg.task.datamodule)
     model = hydra.utils.instantiate(cfg.model)
     act = hydra.utils.instantiate(cfg.act)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 
 from rds_act.errors import ConfigError, check_choice
@@ -44,6 +45,30 @@ def check_group_choices(argv: list[str]) -> None:
         for choice in (v.strip() for v in value.split(",")):
             if choice and choice != "null":
                 check_choice(key, choice, options)
+
+
+def _top_keys(config_name: str) -> set[str]:
+    """Top-level keys of ``conf/<config_name>.yaml`` and of the configs it extends."""
+    tree = yaml.safe_load((CONF_DIR / f"{config_name}.yaml").read_text()) or {}
+    keys = {k for k in tree if k != "defaults"}
+    for entry in tree.get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_" and (CONF_DIR / f"{entry}.yaml").is_file():
+            keys |= _top_keys(entry)
+    return keys
+
+
+def check_override_keys(argv: list[str], config_name: str) -> None:
+    """Fail in one line on a misspelt top-level key (``modle.d_model=64``) before Hydra starts;
+    ``+key=...`` adds a key on purpose and is left to Hydra."""
+    allowed = set(CONFIG_GROUPS) | {"hydra", "paths"} | _top_keys(config_name)
+    for arg in argv:
+        key, value, deleted = parse_override(arg)
+        if value is None or deleted or arg.startswith(("+", "-")):
+            continue
+        top = key.split(".")[0].split("@")[0]
+        if top not in allowed:
+            raise ConfigError(f"{key}={value!r}: {top!r} is not a config key; allowed top-level "
+                              f"keys: {', '.join(sorted(allowed))}")
 
 
 def one_line_errors(fn: Callable) -> Callable:

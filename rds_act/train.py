@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from rds_act.build import build_module, build_trainer
 from rds_act.checkpoint import check_fits
-from rds_act.cli import CONF_DIR, TRAINED_GROUPS, check_group_choices, one_line_errors
+from rds_act.cli import CONF_DIR, TRAINED_GROUPS, check_group_choices, check_override_keys, one_line_errors
 from rds_act.results import collect_metrics, save_results, write_metrics
 
 
@@ -68,6 +68,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     one_line_errors(check_group_choices)(sys.argv[1:])
+    one_line_errors(check_override_keys)(sys.argv[1:], "train")
     _hydra_main()
 
 

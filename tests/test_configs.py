@@ -121,3 +121,41 @@ def test_a_rejected_config_leaves_no_run_dir(tmp_path):
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
         "error: model.T_max=0 must be >= 1"]
     assert not list(tmp_path.glob("outputs/train/runs/*"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.lr=-1", "optimizer.lr=-1 is not allowed; allowed: a number > 0"),
+    ("optimizer.lr=abc", "optimizer.lr='abc' is not allowed; allowed: a number > 0"),
+    ("optimizer.weight_decay=-0.1", "optimizer.weight_decay=-0.1 is not allowed"),
+    ("optimizer.betas=[0.9,1.5]", r"optimizer.betas=\[0.9, 1.5\] is not allowed; allowed: two numbers"),
+    ("seed=abc", "seed='abc' is not allowed; allowed: an integer >= 0"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs='abc' is not allowed"),
+    ("trainer.precision=fp8", "trainer.precision='fp8' is not allowed; allowed: 64-true"),
+    ("model.d_model=abc", "model.d_model='abc' is not allowed; allowed: an integer >= 1"),
+    ("model.n_heads=0", "model.n_heads=0 is not allowed"),
+    ("model.n_heads=3", "model.d_model=64 is not a multiple of model.n_heads=3"),
+    ("model.dropout=1.0", r"model.dropout=1.0 is not allowed; allowed: a number in \[0, 1\)"),
+    ("model.mlp_ratio=0", "model.mlp_ratio=0 is not allowed; allowed: a number > 0"),
+])
+def test_typed_values_are_validated_before_anything_is_built(compose_cfg, override, message):
+    with pytest.raises(ConfigError, match=message):
+        build_module(compose_cfg(override))
+
+
+@pytest.mark.parametrize("config, override, message", [
+    ("train", "task=sparse_transform", "task.datamodule.frac=1.5 is not allowed"),
+    ("eval", "ckpt_path=x", "eval.threshold='abc' is not allowed; allowed: a number or null"),
+])
+def test_task_and_eval_values_are_validated(compose_cfg, config, override, message):
+    extra = "task.datamodule.frac=1.5" if config == "train" else "eval.threshold=abc"
+    with pytest.raises(ConfigError, match=message):
+        build_module(compose_cfg(override, extra, config=config))
+
+
+def test_a_misspelt_top_level_key_fails_in_one_line():
+    from rds_act.cli import check_override_keys
+
+    with pytest.raises(ConfigError, match=r"modle.d_model=.*'modle' is not a config key"):
+        check_override_keys(["modle.d_model=64"], "train")
+    check_override_keys(["model.d_model=64", "+extra=1", "hydra.run.dir=x", "-m", "seed=1"], "train")
+    check_override_keys(["eval.exit_rule=entropy", "ckpt_path=x"], "eval")

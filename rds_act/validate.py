@@ -1,0 +1,82 @@
+"""One validation pass over the config values a user can type, before data or model are built.
+
+Each rule names a dotted key, what it must be and what is allowed; a bad value fails in one line
+(``ConfigError``, exit 2 at the entry points). Keys a config does not have are skipped, so one
+table serves every task, model and optimizer. Checks that need the objects themselves (a
+strategy's own ranges, a task's own counts) stay with those objects.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from rds_act.errors import ConfigError
+
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
+              "64", "32", "16", "bf16", 64, 32, 16)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: object) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class Rule:
+    test: Callable[[object], bool]
+    allowed: str
+
+
+INT_GE0 = Rule(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+INT_GE1 = Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+POSITIVE = Rule(lambda v: _is_num(v) and v > 0, "a number > 0")
+NON_NEGATIVE = Rule(lambda v: _is_num(v) and v >= 0, "a number >= 0")
+UNIT_OPEN = Rule(lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
+UNIT_HALF_OPEN = Rule(lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
+NUMBER_OR_NULL = Rule(lambda v: v is None or _is_num(v), "a number or null")
+BETAS = Rule(lambda v: isinstance(v, list | tuple) and len(v) == 2
+             and all(_is_num(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9, 0.95]")
+
+RULES: dict[str, Rule] = {
+    "seed": INT_GE0,
+    "trainer.max_epochs": INT_GE1,
+    "trainer.precision": Rule(lambda v: v in PRECISIONS, ", ".join(map(str, PRECISIONS[:6]))),
+    "trainer.gradient_clip_val": Rule(lambda v: v is None or (_is_num(v) and v > 0), "a number > 0 or null"),
+    "model.d_model": INT_GE1,
+    "model.n_heads": INT_GE1,
+    "model.mlp_ratio": POSITIVE,
+    "model.dropout": UNIT_OPEN,
+    "optimizer.lr": POSITIVE,
+    "optimizer.weight_decay": NON_NEGATIVE,
+    "optimizer.betas": BETAS,
+    "optimizer.momentum": UNIT_OPEN,
+    "task.datamodule.dim": Rule(lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+    "task.datamodule.frac": UNIT_HALF_OPEN,
+    "task.datamodule.noise_std": NON_NEGATIVE,
+    "eval.threshold": NUMBER_OR_NULL,
+}
+_MISSING = object()
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every key of ``RULES`` the config has; then that attention heads divide d_model."""
+    for key, rule in RULES.items():
+        value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+        if value is _MISSING:
+            continue
+        if isinstance(value, ListConfig | DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        if not rule.test(value):
+            raise ConfigError(f"{key}={value!r} is not allowed; allowed: {rule.allowed}")
+    d_model = OmegaConf.select(cfg, "model.d_model", default=None)
+    heads = OmegaConf.select(cfg, "model.n_heads", default=None)
+    if d_model and heads and d_model % heads:
+        raise ConfigError(f"model.d_model={d_model} is not a multiple of model.n_heads={heads}; "
+                          "allowed: d_model divisible by n_heads")
