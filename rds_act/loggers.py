@@ -1,0 +1,34 @@
+"""A CSV logger that keeps a run's history when the run is resumed in its own dir.
+
+Lightning's CSVLogger deletes an existing ``metrics.csv`` when it opens the same dir again, so
+resuming in place (``hydra.run.dir=<run> ckpt_path=<run>/checkpoints/last.ckpt``) used to lose
+every epoch before the resume. This one appends, widening the header when new columns appear.
+"""
+
+from __future__ import annotations
+
+import csv
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        """Keep an earlier metrics.csv and start from its columns (Lightning deletes it)."""
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+class HistoryCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resume in the same run dir."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
