@@ -199,3 +199,17 @@ def test_sigterm_leaves_an_interrupted_record_and_a_resumable_checkpoint(tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     done = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert done["status"] == "completed" and done["train/samples"] == epochs * 2048
+
+
+def test_a_diverging_run_exits_2_with_a_failed_record(tmp_path):
+    """As a user meets it: a learning rate that blows the weights up stops the run in one line,
+    exit 2, and metrics.json says failed (never a success with NaN metrics)."""
+    args = [*TINY, "optimizer.lr=1e30", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_cli("rds_act.train", args, tmp_path)
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "non-finite training loss" in errors[0]
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "failed" and "non-finite" in record["reason"]
+    assert not any(k.startswith("test/") for k in record)
