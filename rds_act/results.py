@@ -68,8 +68,10 @@ def write_metrics(
     return path
 
 
-def read_metrics(run_dir: str | os.PathLike) -> dict[str, float | None]:
-    """A run's metrics.json as floats (null and non-numbers as None), or a one-line ConfigError."""
+def read_metrics(run_dir: str | os.PathLike) -> tuple[str, dict[str, float | None]]:
+    """A run's metrics.json, read once: its ``status`` (runs written before it existed count as
+    completed) and its metrics as floats (null and non-numbers as None); a one-line ConfigError
+    when it is unreadable."""
     path = Path(run_dir) / METRICS_FILE
     try:
         raw = json.loads(path.read_text())
@@ -77,17 +79,9 @@ def read_metrics(run_dir: str | os.PathLike) -> dict[str, float | None]:
         raise ConfigError(f"{path} is not readable JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} does not hold a JSON object of metrics")
-    return {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-            for k, v in raw.items() if k not in ("status", "reason")}
-
-
-def read_status(run_dir: str | os.PathLike) -> str:
-    """A run's ``status`` from metrics.json (runs written before it existed count as completed)."""
-    try:
-        raw = json.loads((Path(run_dir) / METRICS_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return "failed"
-    return str(raw.get("status", "completed")) if isinstance(raw, dict) else "failed"
+    metrics = {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+               for k, v in raw.items() if k not in ("status", "reason")}
+    return str(raw.get("status", "completed")), metrics
 
 
 def write_predictions(rows: list[dict], output_dir: str | os.PathLike) -> Path | None:

@@ -15,7 +15,7 @@ import yaml
 
 from rds_act.cli import parse_override
 from rds_act.errors import ConfigError
-from rds_act.results import METRICS_FILE, read_metrics, read_status
+from rds_act.results import METRICS_FILE, read_metrics
 
 # keys that tell replicas of one setting apart: averaged over, never a row of their own
 REPLICATE_KEYS = ("seed", "ckpt_path")
@@ -131,7 +131,8 @@ def run_labels(run_dir: Path, follow_checkpoint: bool = True) -> dict[str, str]:
 
 
 def load_run(run_dir: Path) -> Run:
-    return Run(run_dir, run_labels(run_dir), read_metrics(run_dir), read_status(run_dir))
+    status, metrics = read_metrics(run_dir)
+    return Run(run_dir, run_labels(run_dir), metrics, status)
 
 
 def group_runs(runs: Sequence[Run], group_by: Sequence[str]) -> list[Group]:
