@@ -112,6 +112,24 @@ def test_warmup_cosine_schedule_shape():
         warmup_cosine(opt, total_steps=10, warmup_frac=2)
 
 
+def test_warmup_stable_decay_holds_the_rate_then_anneals():
+    import torch
+
+    from rds_act.optim import warmup_stable_decay
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = warmup_stable_decay(opt, total_steps=100, warmup_frac=0.1, decay_frac=0.2)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < 0.2 and all(lr == pytest.approx(1.0) for lr in lrs[10:80])
+    assert all(a > b for a, b in zip(lrs[80:-1], lrs[81:], strict=True)) and lrs[-1] < 0.1
+    with pytest.raises(ConfigError, match="scheduler.warmup_frac=0.5 \\+ scheduler.decay_frac=0.6"):
+        warmup_stable_decay(opt, total_steps=10, warmup_frac=0.5, decay_frac=0.6)
+
+
 def test_a_rejected_config_leaves_no_run_dir(tmp_path):
     """Bad input costs one line and exit 2, and leaves no half-made run dir behind."""
     from helpers import run_cli

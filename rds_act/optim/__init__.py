@@ -1,5 +1,5 @@
 """Optimizer pieces torch does not ship ready-made."""
 
-from rds_act.optim.schedulers import warmup_cosine
+from rds_act.optim.schedulers import warmup_cosine, warmup_stable_decay
 
-__all__ = ["warmup_cosine"]
+__all__ = ["warmup_cosine", "warmup_stable_decay"]

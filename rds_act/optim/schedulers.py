@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import torch
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+)
 
-from rds_act.errors import check_range
+from rds_act.errors import ConfigError, check_range
 
 
 def warmup_cosine(
@@ -24,3 +30,37 @@ def warmup_cosine(
         return cosine
     ramp = LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
     return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+
+
+def warmup_stable_decay(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float = 0.02,
+    decay_frac: float = 0.2, min_lr_ratio: float = 0.0,
+) -> LRScheduler:
+    """Linear warm-up, a constant learning rate, then a linear decay over the last ``decay_frac``
+    of the optimizer steps to ``min_lr_ratio`` x the base rate (stepped every batch).
+
+    Suits a curriculum: the rate stays high while new difficulty levels arrive (a cosine has
+    already halved it by mid-run) and anneals only once the whole range is being trained.
+    """
+    check_range("scheduler.warmup_frac", warmup_frac, 0.0, 1.0)
+    check_range("scheduler.decay_frac", decay_frac, 0.0, 1.0)
+    check_range("scheduler.min_lr_ratio", min_lr_ratio, 0.0, 1.0)
+    if warmup_frac + decay_frac > 1.0:
+        raise ConfigError(
+            f"scheduler.warmup_frac={warmup_frac} + scheduler.decay_frac={decay_frac} must be <= 1"
+        )
+    total = max(1, int(total_steps))
+    warmup = int(warmup_frac * total)
+    decay = max(1, int(decay_frac * total)) if decay_frac > 0 else 0
+    stable = max(0, total - warmup - decay)
+    phases, milestones = [], []
+    if warmup:
+        phases.append(LinearLR(optimizer, 1.0 / (warmup + 1), 1.0, total_iters=warmup))
+        milestones.append(warmup)
+    phases.append(ConstantLR(optimizer, factor=1.0, total_iters=stable))
+    if decay:
+        milestones.append(warmup + stable)
+        phases.append(LinearLR(optimizer, 1.0, max(min_lr_ratio, 1e-8), total_iters=decay))
+    if len(phases) == 1:
+        return phases[0]
+    return SequentialLR(optimizer, phases, milestones=milestones)
