@@ -65,8 +65,9 @@ class HaltAtOwnStep:
         return (idx % self.steps) + 1 == t, idx
 
 
-def test_adaptive_forward_matches_masked_reference():
-    model = make_model(T_max=5).eval()
+@pytest.mark.parametrize("signal", [False, True])
+def test_adaptive_forward_matches_masked_reference(signal):
+    model = make_model(T_max=5, step_signal=signal).eval()
     b = batch(20)
     rule = HaltAtOwnStep(5)
     pred, exits = model.adaptive_forward(b, rule)
@@ -164,3 +165,18 @@ def test_vector_encoder_refuses_counts_it_cannot_embed():
     assert ok.shape == (2, 4, 8)
     with pytest.raises(ConfigError, match=r"count 17 exceeds task.encoder.max_count=16"):
         encoder({"x": torch.zeros(2, 4), "count": torch.tensor([3, 17])})
+
+
+def test_step_signal_tells_the_shared_block_which_step_it_is_on():
+    """A state that is a fixed point of the block stays put without the signal; with it, the
+    same state and input give a different output at each step."""
+    from rds_act.models.dyntrm import State
+
+    for signal, differs in ((False, False), (True, True)):
+        model = make_model(T_max=4, step_signal=signal).eval()
+        state = model.init_state(batch(4))
+        with torch.no_grad():
+            first = model.step(State(state.h, state.inject, 0)).pred
+            third = model.step(State(state.h, state.inject, 2)).pred
+        assert (not torch.allclose(first, third)) is differs
+    assert model.step(state).state.t == 1

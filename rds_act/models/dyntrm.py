@@ -15,13 +15,15 @@ from rds_act.models.layers import Block
 
 @dataclass
 class State:
-    """Recurrent state: the hidden sequence ``h`` and the input embedding ``inject`` re-added each step."""
+    """Recurrent state: the hidden sequence ``h``, the input embedding ``inject`` re-added each
+    step, and ``t``, the number of steps already taken (the same for every row)."""
 
     h: Tensor
     inject: Tensor
+    t: int = 0
 
     def select(self, idx: Tensor) -> State:
-        return State(self.h[idx], self.inject[idx])
+        return State(self.h[idx], self.inject[idx], self.t)
 
 
 @dataclass
@@ -51,6 +53,17 @@ class Unrolled:
         return StepOut(None, self.preds[t - 1], self.halt_logits[t - 1], self.summaries[t - 1])
 
 
+def step_signal(t: int, d_model: int, device: torch.device | None = None) -> Tensor:
+    """The Universal Transformer's timestep signal: sinusoids of the step number ``t`` (fixed,
+    not learned, so steps beyond those trained still get a distinct, smoothly varying code)."""
+    i = torch.arange(0, d_model, 2, device=device, dtype=torch.float32)
+    angle = float(t) / torch.pow(torch.tensor(10000.0, device=device), i / d_model)
+    signal = torch.zeros(d_model, device=device)
+    signal[0::2] = torch.sin(angle)
+    signal[1::2] = torch.cos(angle[: d_model // 2])
+    return signal
+
+
 def select_rows(carry, idx: Tensor):
     """Index the batch rows of an exit rule's carry (None, a tensor, or a tuple of tensors)."""
     if carry is None:
@@ -74,6 +87,9 @@ class DynTRM(nn.Module):
     ``halt_hidden=n`` gives the halting head one hidden layer of n units instead of a linear map.
     ``halt_confidence=True`` also shows the halting head how sure the readout is (for classes:
     the top log-probability and the entropy; the readout's ``confidence``), detached.
+    ``step_signal=True`` adds the timestep signal of the step number to the block's input, so
+    the shared block can act differently at different steps (e.g. apply a rule only while
+    ``t <= c`` for a visible count c) and the halting head can see how far it has come.
     """
 
     def __init__(
@@ -92,6 +108,7 @@ class DynTRM(nn.Module):
         halt_grad: float = 0.0,
         halt_hidden: int = 0,
         halt_confidence: bool = False,
+        step_signal: bool = False,
     ):
         super().__init__()
         if int(T_max) < 1:
@@ -116,6 +133,7 @@ class DynTRM(nn.Module):
         )
         check_range("model.halt_grad", halt_grad, 0.0, 1.0)
         self.activation_checkpointing, self.halt_grad = activation_checkpointing, float(halt_grad)
+        self.step_signal, self.d_model = bool(step_signal), int(d_model)
 
     def init_state(self, batch: dict[str, Tensor]) -> State:
         inject = self.encoder(batch)
@@ -128,7 +146,10 @@ class DynTRM(nn.Module):
 
     def step(self, state: State) -> StepOut:
         """One recursive step; the input lives in ``state.inject``."""
-        h = self.state_norm(self._block(state.h + state.inject))
+        x = state.h + state.inject
+        if self.step_signal:
+            x = x + step_signal(state.t + 1, self.d_model, x.device).to(x.dtype)
+        h = self.state_norm(self._block(x))
         out = self.out_norm(h)
         summary = self.readout.pool(out)
         halt_in = summary.detach()
@@ -137,7 +158,7 @@ class DynTRM(nn.Module):
         pred = self.readout(out)
         if self.halt_confidence:  # how sure the readout is: a feature the head cannot compute
             halt_in = torch.cat([halt_in, self.readout.confidence(pred.detach())], -1)
-        return StepOut(State(h, state.inject), pred, self.halt_head(halt_in), summary)
+        return StepOut(State(h, state.inject, state.t + 1), pred, self.halt_head(halt_in), summary)
 
     def unroll(self, batch: dict[str, Tensor], steps: int | None = None) -> Unrolled:
         """Run every sample for ``steps`` (default ``T_max``) steps and stack the outputs."""
