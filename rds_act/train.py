@@ -14,6 +14,7 @@ from rds_act.build import build_module, build_trainer
 from rds_act.checkpoint import check_fits
 from rds_act.cli import CONF_DIR, TRAINED_GROUPS, check_group_choices, check_override_keys, one_line_errors
 from rds_act.results import collect_metrics, save_results, write_metrics
+from rds_act.resume import keep_earlier_attempt, resolve_last
 
 
 @one_line_errors
@@ -69,6 +70,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     one_line_errors(check_group_choices)(sys.argv[1:])
     one_line_errors(check_override_keys)(sys.argv[1:], "train")
+    sys.argv[1:] = one_line_errors(resolve_last)(sys.argv[1:])
+    keep_earlier_attempt(sys.argv[1:])
     _hydra_main()
 
 

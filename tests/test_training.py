@@ -213,3 +213,30 @@ def test_a_diverging_run_exits_2_with_a_failed_record(tmp_path):
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "failed" and "non-finite" in record["reason"]
     assert not any(k.startswith("test/") for k in record)
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    """Stopped after epoch 2 and resumed in place to epoch 4, a run ends with exactly the metrics
+    of one run straight to epoch 4 (CPU, same seed): same batches, same order, same curriculum;
+    the first attempt's overrides are kept beside the second's."""
+    base = [*[a for a in TINY if not a.startswith("callbacks")], "task.datamodule.n_train=256",
+            "trainer.enable_progress_bar=false",
+            "task.datamodule.curriculum={start: 2, step: 1, threshold: 0.0}"]
+    straight = run_cli("rds_act.train", [*base, "trainer.max_epochs=4",
+                                         f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    part = tmp_path / "part"
+    first = run_cli("rds_act.train", [*base, "trainer.max_epochs=2", f"hydra.run.dir={part}"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = run_cli("rds_act.train", [*base, "trainer.max_epochs=4", f"hydra.run.dir={part}",
+                                        f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    want = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    got = json.loads((part / "metrics.json").read_text())
+    assert got["train/samples"] == want["train/samples"] == 4 * 256
+    for key in want:
+        if key.startswith(("val/", "test/", "ood/", "curriculum/")):
+            assert got[key] == want[key] or (math.isnan(got[key]) and math.isnan(want[key])), key
+    earlier = list((part / ".hydra").glob("attempt-*/overrides.yaml"))
+    assert len(earlier) == 1 and "trainer.max_epochs=2" in earlier[0].read_text()
+    assert "ckpt_path=" in (part / ".hydra" / "overrides.yaml").read_text()

@@ -134,10 +134,14 @@ class TaskDataModule(LightningDataModule):
                 if split == "train":
                     self._train_key = (0, self.level)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, epoch: int = 0) -> DataLoader:
         ds = self.data[split]
         size = self.batch_size if shuffle else self.eval_batch_size
-        base = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        if shuffle:  # the order is a function of (seed, epoch): a resumed run sees the same batches
+            order = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+            base = RandomSampler(ds, generator=order)
+        else:
+            base = SequentialSampler(ds)
         sampler = BatchSampler(base, size, drop_last=False)
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers)
 
@@ -155,7 +159,7 @@ class TaskDataModule(LightningDataModule):
             n = self.sizes["train"]
             self.data["train"] = TensorDictDataset(self.make_split("train", n, key[0] * n))
             self._train_key = key
-        return self._loader("train", True)
+        return self._loader("train", True, epoch)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader("val", False), self._loader("ood", False)]

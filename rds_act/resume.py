@@ -1,0 +1,79 @@
+"""Resuming a run: ``ckpt_path=last`` finds the newest run of the same config, and resuming in
+place keeps the earlier attempt's Hydra record beside the new one (run before Hydra starts)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from rds_act.cli import parse_override
+from rds_act.errors import ConfigError
+
+# where a single training run lands (conf/hydra/default.yaml: outputs/${run_kind}/runs/<time>)
+TRAIN_RUNS = Path("outputs") / "train" / "runs"
+LAST = Path("checkpoints") / "last.ckpt"
+
+
+def _setting(overrides: list[str]) -> set[str]:
+    """The overrides that define a run's config: not where it runs, not what it resumes from."""
+    return {o for o in overrides
+            if parse_override(o)[0] != "ckpt_path" and not o.lstrip("+~").startswith("hydra.")}
+
+
+def _overrides(run_dir: Path) -> list[str] | None:
+    try:
+        loaded = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return [str(o) for o in loaded] if isinstance(loaded, list) else None
+
+
+def find_last_run(argv: list[str], root: Path = TRAIN_RUNS) -> Path | None:
+    """The newest run dir under ``root`` trained with the same overrides as ``argv`` (ckpt_path and
+    hydra.* aside) that holds a ``checkpoints/last.ckpt``."""
+    want = _setting(argv)
+    dirs = sorted((d for d in root.glob("*") if d.is_dir()), key=lambda d: d.name, reverse=True)
+    for run_dir in dirs:
+        overrides = _overrides(run_dir)
+        if overrides is not None and _setting(overrides) == want and (run_dir / LAST).is_file():
+            return run_dir
+    return None
+
+
+def resolve_last(argv: list[str], root: Path = TRAIN_RUNS) -> list[str]:
+    """``ckpt_path=last`` -> that run's ``last.ckpt``, resumed in its own dir (unless
+    ``hydra.run.dir`` is given); other argv pass through unchanged."""
+    if "ckpt_path=last" not in argv:
+        return argv
+    if "-m" in argv or "--multirun" in argv:
+        raise ConfigError("ckpt_path=last resumes one run; in a sweep (-m) give each job's "
+                          "ckpt_path=<run dir>/checkpoints/last.ckpt")
+    run_dir = find_last_run(argv, root)
+    if run_dir is None:
+        raise ConfigError(f"ckpt_path=last: no run under {str(root)!r} with these overrides has "
+                          f"{LAST.as_posix()}; allowed: a path to a checkpoint, or last once one exists")
+    out = [f"ckpt_path={run_dir / LAST}" if a == "ckpt_path=last" else a for a in argv]
+    if not any(parse_override(a)[0] == "hydra.run.dir" for a in argv):
+        out.append(f"hydra.run.dir={run_dir}")
+    return out
+
+
+def keep_earlier_attempt(argv: list[str]) -> None:
+    """Resuming in place (``hydra.run.dir`` = an earlier run's dir): move that run's ``.hydra``
+    record (config, overrides) to ``.hydra/attempt-<n>/`` before Hydra writes the new one."""
+    run_dirs = [v for k, v, _ in map(parse_override, argv) if k == "hydra.run.dir" and v]
+    if not run_dirs:
+        return
+    hydra_dir = Path(run_dirs[-1]) / ".hydra"
+    files = [p for p in hydra_dir.glob("*.yaml")] if hydra_dir.is_dir() else []
+    if not files:
+        return
+    n = 1
+    while (hydra_dir / f"attempt-{n}").exists():
+        n += 1
+    keep = hydra_dir / f"attempt-{n}"
+    keep.mkdir()
+    for path in files:
+        shutil.move(str(path), keep / path.name)
