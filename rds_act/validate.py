@@ -8,10 +8,12 @@ strategy's own ranges, a task's own counts) stay with those objects.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rds_act.errors import ConfigError
@@ -75,8 +77,35 @@ def validate_config(cfg: DictConfig) -> None:
             value = OmegaConf.to_container(value, resolve=True)
         if not rule.test(value):
             raise ConfigError(f"{key}={value!r} is not allowed; allowed: {rule.allowed}")
+    check_machine(cfg)
     d_model = OmegaConf.select(cfg, "model.d_model", default=None)
     heads = OmegaConf.select(cfg, "model.n_heads", default=None)
     if d_model and heads and d_model % heads:
         raise ConfigError(f"model.d_model={d_model} is not a multiple of model.n_heads={heads}; "
                           "allowed: d_model divisible by n_heads")
+
+
+# logger option -> (module it needs, pip extra that installs it)
+LOGGER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", None)}
+
+
+def check_machine(cfg: DictConfig) -> None:
+    """What the config asks of this machine: a GPU that exists, no more devices than it has, and
+    the logger packages installed; each missing one named in one line."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    devices = OmegaConf.select(cfg, "trainer.devices", default="auto")
+    gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(f"trainer.accelerator={accelerator!r} but this machine has no CUDA GPU; "
+                          "allowed here: trainer=cpu (or trainer.accelerator=cpu / auto)")
+    if _is_int(devices):
+        have = gpus if accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus) else None
+        if devices < 1 or (have is not None and devices > have):
+            raise ConfigError(f"trainer.devices={devices} is not allowed; allowed: 1.."
+                              f"{have if have is not None else 'N'} on this machine, or auto")
+    for name in (OmegaConf.select(cfg, "logger", default=None) or {}):
+        module, extra = LOGGER_PACKAGES.get(name, (None, None))
+        if module and importlib.util.find_spec(module) is None:
+            how = f"pip install 'rds-act[{extra}]'" if extra else f"pip install {module}"
+            raise ConfigError(f"logger={name} needs the {module!r} package, which is not "
+                              f"installed; {how}, or choose logger=csv")

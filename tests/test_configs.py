@@ -25,6 +25,70 @@ def test_every_option_composes(compose_cfg, group):
         hydra.utils.instantiate(cfg.model)
 
 
+def fake_gpus(monkeypatch, n: int) -> None:
+    """Make torch and Lightning see ``n`` CUDA GPUs (nothing runs on them)."""
+    import torch
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: n > 0))
+    monkeypatch.setattr("lightning.fabric.accelerators.cuda.num_cuda_devices", lambda: n)
+
+
+@pytest.mark.parametrize("option", group_options("trainer"))
+def test_every_trainer_option_builds_its_trainer(compose_cfg, monkeypatch, option):
+    """Each trainer option gives the accelerator, devices and strategy it says (a GPU faked for
+    trainer=gpu, two CPU processes for ddp); on a machine without one, gpu is one error."""
+    from rds_act.build import build_trainer
+    from rds_act.validate import validate_config
+
+    fake_gpus(monkeypatch, 1 if option == "gpu" else 0)
+    cfg = compose_cfg(f"trainer={option}", "logger=none")
+    validate_config(cfg)
+    trainer = build_trainer(cfg)
+    want = {"cpu": ("CPUAccelerator", 1, "SingleDeviceStrategy"),
+            "default": ("CPUAccelerator", 1, "SingleDeviceStrategy"),
+            "gpu": ("CUDAAccelerator", 1, "SingleDeviceStrategy"),
+            "ddp": ("CPUAccelerator", 2, "DDPStrategy")}[option]
+    got = (type(trainer.accelerator).__name__, trainer.num_devices, type(trainer.strategy).__name__)
+    assert got == want
+    if option == "gpu":
+        fake_gpus(monkeypatch, 0)
+        with pytest.raises(ConfigError, match="trainer.accelerator='gpu' but this machine has no CUDA GPU"):
+            validate_config(cfg)
+        fake_gpus(monkeypatch, 1)
+        with pytest.raises(ConfigError, match=r"trainer.devices=4 is not allowed; allowed: 1..1"):
+            validate_config(compose_cfg("trainer=gpu", "trainer.devices=4", "logger=none"))
+
+
+@pytest.mark.parametrize("option", group_options("logger"))
+def test_every_logger_option_builds_its_loggers(compose_cfg, monkeypatch, option):
+    """Each logger option gives its loggers, writing under the run dir (wandb offline); a logger
+    whose package is missing is one error naming the extra."""
+    import importlib.util
+
+    from rds_act.build import build_trainer
+    from rds_act.validate import validate_config
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_cfg(f"logger={option}", "trainer=cpu")
+    validate_config(cfg)
+    names = sorted(type(lg).__name__ for lg in build_trainer(cfg).loggers)
+    want = {"none": [], "csv": ["HistoryCSVLogger"], "wandb": ["WandbLogger"],
+            "tensorboard": ["TensorBoardLogger"],
+            "many": ["HistoryCSVLogger", "TensorBoardLogger", "WandbLogger"]}[option]
+    assert names == want
+    if "tensorboard" in cfg.logger:
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "tensorboard" else real(name, *a))
+        with pytest.raises(ConfigError, match=r"logger=tensorboard needs .*rds-act\[tensorboard\]"):
+            validate_config(cfg)
+
+
 @pytest.mark.parametrize(
     "task, steps", [("rpc", (8, 12)), ("rpc_small", (4, 5)), ("sparse_transform", (8, 12)),
                     ("parity", (8, 12))]

@@ -60,6 +60,29 @@ def test_entropy_exit():
     assert math.log(4) > entropy
 
 
+def test_entropy_exit_on_a_model_stops_each_sample_when_it_becomes_sure():
+    """On a real DynTRM: each sample leaves at the first step whose own prediction's entropy is
+    below the threshold, saving the later steps; a threshold above log C exits everything at
+    step 1, and 0 (never sure) runs every sample to T_max."""
+    torch.manual_seed(0)
+    model = DynTRM(PairTokenEncoder(16, 32), ClassReadout(32, 16), d_model=32, n_heads=4, T_max=6).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # large weights: confidence differs from sample to sample and step to step
+        g = torch.Generator().manual_seed(1)
+        x = torch.randint(0, 16, (64, 9, 2), generator=g)
+        batch = {"x": x, "y": torch.zeros(64, dtype=torch.long)}
+        logp = torch.log_softmax(model.unroll(batch).preds, -1)
+    entropy = -(logp.exp() * logp).sum(-1)  # [T, B]
+    threshold = float(entropy.median())
+    sure = entropy < threshold
+    want = torch.where(sure.any(0), sure.float().argmax(0) + 1, torch.tensor(6))
+    _, exits = model.adaptive_forward(batch, EntropyExit(threshold))
+    assert torch.equal(exits, want) and 1 < exits.float().mean() < 6  # the rule decides, per sample
+    assert model.adaptive_forward(batch, EntropyExit(math.log(16) + 1))[1].eq(1).all()
+    assert model.adaptive_forward(batch, EntropyExit(0.0))[1].eq(6).all()
+
+
 def test_entropy_averages_over_sequence_positions():
     preds = torch.zeros(2, 5, 4)  # [B, L, C]
     preds[0, :, 0] = 20.0

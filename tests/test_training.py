@@ -28,12 +28,20 @@ def test_fast_dev_run(compose_cfg, task, act):
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=datamodule)
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    assert module.samples_seen == 16  # fast_dev_run: exactly one training batch
     trainer.test(module, datamodule=datamodule, verbose=False)
     logged = trainer.callback_metrics
+    assert len(module.predictions) == 32 + 32  # every test and ood sample once
     for split in ("test", "ood"):
         top = cfg.task.T_max if split == "test" else cfg.task.ood_T_max
-        assert 1.0 <= float(logged[f"{split}/avg_exit"]) <= top
-        assert 0.0 <= float(logged[f"{split}/acc"]) <= 1.0
+        rows = [r for r in module.predictions if r["split"] == split]
+        exits = [r["exit_step"] for r in rows]
+        assert float(logged[f"{split}/avg_exit"]) == pytest.approx(sum(exits) / len(exits))
+        assert all(1 <= e <= top for e in exits)
+        if act == "fixed":  # never halts early: every sample thinks to the split's T_max
+            assert set(exits) == {top}
+        right = sum(bool(r["correct"]) for r in rows) / len(rows)
+        assert float(logged[f"{split}/acc"]) == pytest.approx(right)
     if task == "sparse_transform":
         assert float(logged["test/mse"]) > 0.0
 
