@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ CONF_DIR = next((d for d in _CONF_DIRS if (d / "train.yaml").is_file()), _CONF_D
 # the config groups under conf/ (hydra/* come from plugins); their option names are checked
 # before Hydra starts
 CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
-                 "experiment")
+                 "experiment", "hparams_search")
 # the groups a checkpoint fixes: recorded in it at training time, restored by rds-act-eval
 TRAINED_GROUPS = ("task", "model", "act", "optimizer")
 
@@ -47,6 +48,36 @@ def check_group_choices(argv: list[str]) -> None:
                 check_choice(key, choice, options)
 
 
+# Hydra plug-ins an override needs: (group, options or None = any) -> (plug-in module, pip extra)
+PLUGINS = {
+    ("hparams_search", None): ("hydra_plugins.hydra_optuna_sweeper", "sweep"),
+    ("hydra/sweeper", ("optuna",)): ("hydra_plugins.hydra_optuna_sweeper", "sweep"),
+    ("hydra/launcher", ("local", "slurm", "submitit_local", "submitit_slurm")):
+        ("hydra_plugins.hydra_submitit_launcher", "cluster"),
+}
+
+
+def check_plugins(argv: list[str]) -> None:
+    """Fail in one line, naming the extra to install, when an override needs a Hydra plug-in
+    (the Optuna sweeper, the submitit launcher) that is not installed."""
+    for arg in argv:
+        key, value, _ = parse_override(arg)
+        if not value or value == "null":
+            continue
+        for (group, options), (module, extra) in PLUGINS.items():
+            if key == group and (options is None or value in options):
+                if not _has(module):
+                    raise ConfigError(f"{key}={value} needs the Hydra plug-in {module.split('.')[1]}, "
+                                      f"which is not installed; pip install 'rds-act[{extra}]'")
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _top_keys(config_name: str) -> set[str]:
     """Top-level keys of ``conf/<config_name>.yaml`` and of the configs it extends."""
     tree = yaml.safe_load((CONF_DIR / f"{config_name}.yaml").read_text()) or {}
@@ -65,7 +96,7 @@ def check_override_keys(argv: list[str], config_name: str) -> None:
         key, value, deleted = parse_override(arg)
         if value is None or deleted or arg.startswith(("+", "-")):
             continue
-        top = key.split(".")[0].split("@")[0]
+        top = key.split(".")[0].split("/")[0].split("@")[0]
         if top not in allowed:
             raise ConfigError(f"{key}={value!r}: {top!r} is not a config key; allowed top-level "
                               f"keys: {', '.join(sorted(allowed))}")

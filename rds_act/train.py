@@ -12,7 +12,14 @@ from omegaconf import DictConfig
 
 from rds_act.build import build_module, build_trainer
 from rds_act.checkpoint import check_fits
-from rds_act.cli import CONF_DIR, TRAINED_GROUPS, check_group_choices, check_override_keys, one_line_errors
+from rds_act.cli import (
+    CONF_DIR,
+    TRAINED_GROUPS,
+    check_group_choices,
+    check_override_keys,
+    check_plugins,
+    one_line_errors,
+)
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import keep_earlier_attempt, resolve_last
 
@@ -61,15 +68,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def objective(metrics: dict[str, float], cfg: DictConfig) -> float | None:
+    """What a sweeper optimises: ``optimized_metric`` minus ``objective_step_cost`` x val/avg_exit."""
+    value = metrics.get(cfg.get("optimized_metric"))
+    cost = float(cfg.get("objective_step_cost") or 0.0)
+    if value is None or not cost:
+        return value
+    return value - cost * metrics.get("val/avg_exit", float("nan"))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"))
+    return objective(train(cfg), cfg)
 
 
 def main() -> None:
     one_line_errors(check_group_choices)(sys.argv[1:])
     one_line_errors(check_override_keys)(sys.argv[1:], "train")
+    one_line_errors(check_plugins)(sys.argv[1:])
     sys.argv[1:] = one_line_errors(resolve_last)(sys.argv[1:])
     keep_earlier_attempt(sys.argv[1:])
     _hydra_main()
