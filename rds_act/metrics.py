@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.regression import SpearmanCorrCoef
+from torchmetrics.utilities.data import dim_zero_cat
 
 from rds_act.act.base import StepStack, oracle_step
 from rds_act.results import PREDICTION_COLUMNS
@@ -213,9 +214,10 @@ class DifficultyExitCorrelation(SpearmanCorrCoef):
             super().update(record.exit_step.double(), record.difficulty.double())
 
     def compute(self) -> Tensor:
-        if not self.preds:
+        if isinstance(self.preds, list) and not self.preds:
             return torch.tensor(float("nan"))
-        exits, difficulty = torch.cat(self.preds), torch.cat(self.target)
+        # a list per process; one tensor once DDP has gathered the processes' states
+        exits, difficulty = dim_zero_cat(self.preds), dim_zero_cat(self.target)
         if exits.unique().numel() < 2 or difficulty.unique().numel() < 2:
             return torch.tensor(float("nan"))
         return super().compute()
@@ -280,6 +282,28 @@ class StepCurves(Metric):
             per_step = getattr(self, name) / self.count.clamp(min=1)
             out.update({f"{name}_t{t + 1:02d}": v for t, v in enumerate(per_step)})
         return out
+
+
+class ExpertUsageCurves(Metric):
+    """Per-step share of token-assignments per expert of an expert library, sample-weighted
+    over the epoch's batches: does the recursion revisit the whole library or a few experts?"""
+
+    full_state_update = False
+
+    def __init__(self, steps: int, num_experts: int, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("usage", torch.zeros(steps, num_experts, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, usage: Tensor, n: int) -> None:
+        """``usage [steps, E]`` of one batch of ``n`` samples."""
+        self.usage += usage.detach().double() * n
+        self.count += n
+
+    def compute(self) -> dict[str, Tensor]:
+        per_step = self.usage / self.count.clamp(min=1)
+        return {f"expert_usage_t{t + 1:02d}_e{e}": per_step[t, e]
+                for t in range(per_step.shape[0]) for e in range(per_step.shape[1])}
 
 
 def effective_rank(x: Tensor) -> Tensor:

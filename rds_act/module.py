@@ -13,7 +13,14 @@ from torchmetrics import MeanMetric
 from rds_act.act.base import ACTStrategy, StepStack, first_exit
 from rds_act.errors import ConfigError
 from rds_act.losses import TaskLoss
-from rds_act.metrics import ExitRecord, StepCurves, effective_rank, exit_metrics, prediction_rows
+from rds_act.metrics import (
+    ExitRecord,
+    ExpertUsageCurves,
+    StepCurves,
+    effective_rank,
+    exit_metrics,
+    prediction_rows,
+)
 from rds_act.models.dyntrm import DynTRM
 
 EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
@@ -49,6 +56,9 @@ class ACTLitModule(LightningModule):
             {split: exit_metrics(split, regression) for split in ("val", "test", "ood")}
         )
         self.curves = StepCurves(model.T_max)
+        # only a model with an expert library logs balance loss and expert usage
+        experts = getattr(model, "experts", None)
+        self.usage = ExpertUsageCurves(model.T_max, experts.num_experts) if experts is not None else None
         # accuracy on the epoch's training samples, at each sample's exit and at the last step
         self.train_acc = nn.ModuleDict({"exit": MeanMetric(), "final": MeanMetric()})
         self.samples_seen = 0  # training samples so far, all ranks together (learning curves)
@@ -88,6 +98,9 @@ class ACTLitModule(LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         stack = self.stack(batch)
         loss, logs = self.act.loss(stack, batch)
+        balance = stack.unrolled.balance_loss
+        if balance is not None:  # the module's term, the same under every strategy
+            loss = loss + self.model.balance_weight * balance
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
@@ -106,6 +119,8 @@ class ACTLitModule(LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
         self.log("train/acc", hit.mean(), batch_size=n)
         self.log("train/final_acc", final.mean(), batch_size=n)
+        if balance is not None:
+            self.log("train/balance_loss", balance.detach(), batch_size=n)
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -129,6 +144,8 @@ class ACTLitModule(LightningModule):
             self.predictions += prediction_rows(record, split, batch["index"].cpu())
         if split == "val":
             self.curves.update(stack)
+            if self.usage is not None:
+                self.usage.update(stack.unrolled.expert_usage, batch["index"].shape[0])
             if batch_idx == 0:
                 self._erank = [effective_rank(s) for s in stack.unrolled.summaries]
 
@@ -141,6 +158,9 @@ class ACTLitModule(LightningModule):
         if stage == "validate" and self._erank is not None:
             curves = {f"val_curve/{k}": v for k, v in self.curves.compute().items()}
             curves.update({f"val_curve/erank_t{t + 1:02d}": v for t, v in enumerate(self._erank)})
+            if self.usage is not None:
+                curves.update({f"val_curve/{k}": v for k, v in self.usage.compute().items()})
+                self.usage.reset()
             self.log_dict(curves)
             self.curves.reset()
             self._erank = None

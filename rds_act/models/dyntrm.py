@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rds_act.errors import ConfigError, check_range
 from rds_act.models.layers import Block
+from rds_act.models.moe import ExpertLibrary
 
 
 @dataclass
@@ -38,11 +39,18 @@ class StepOut:
 
 @dataclass
 class Unrolled:
-    """Per-step outputs stacked on a leading step axis (index 0 is step t=1)."""
+    """Per-step outputs stacked on a leading step axis (index 0 is step t=1).
+
+    With an expert library (``num_experts > 0``), ``balance_loss`` is its load-balancing loss
+    averaged over the steps and ``expert_usage`` ``[steps, E]`` each step's share of
+    token-assignments per expert; both are None for a dense model.
+    """
 
     preds: Tensor
     halt_logits: Tensor
     summaries: Tensor
+    balance_loss: Tensor | None = None
+    expert_usage: Tensor | None = None
 
     @property
     def steps(self) -> int:
@@ -90,6 +98,10 @@ class DynTRM(nn.Module):
     ``step_signal=True`` adds the timestep signal of the step number to the block's input, so
     the shared block can act differently at different steps (e.g. apply a rule only while
     ``t <= c`` for a visible count c) and the halting head can see how far it has come.
+    ``num_experts=E > 0`` swaps the block's MLP for an ``ExpertLibrary`` of E experts (``top_k``
+    per token); since the block is shared, every step routes into the same library.
+    ``balance_weight`` is read by the LightningModule, which adds ``balance_weight`` times the
+    library's load-balancing loss to the training loss (kept here so it is a ``model.`` key).
     """
 
     def __init__(
@@ -109,6 +121,9 @@ class DynTRM(nn.Module):
         halt_hidden: int = 0,
         halt_confidence: bool = False,
         step_signal: bool = False,
+        num_experts: int = 0,
+        top_k: int = 2,
+        balance_weight: float = 0.0,
     ):
         super().__init__()
         if int(T_max) < 1:
@@ -117,7 +132,14 @@ class DynTRM(nn.Module):
             raise ConfigError(f"model.grad_steps={grad_steps} must be >= 1 or null (all steps)")
         self.T_max, self.grad_steps = int(T_max), grad_steps
         self.encoder, self.readout = encoder, readout
-        self.block = Block(d_model, n_heads, mlp_ratio, gated_attention, dropout)
+        if int(num_experts) < 0:
+            raise ConfigError(f"model.num_experts={num_experts} must be >= 0 (0 = a dense MLP)")
+        check_range("model.balance_weight", balance_weight, 0.0)
+        self.num_experts, self.balance_weight = int(num_experts), float(balance_weight)
+        experts = (
+            ExpertLibrary(d_model, num_experts, top_k, mlp_ratio, dropout) if self.num_experts else None
+        )
+        self.block = Block(d_model, n_heads, mlp_ratio, gated_attention, dropout, mlp=experts)
         self.h_init = nn.Parameter(torch.randn(d_model) * 0.02)
         self.state_norm = nn.RMSNorm(d_model) if state_norm else nn.Identity()
         self.out_norm = nn.RMSNorm(d_model)
@@ -134,6 +156,12 @@ class DynTRM(nn.Module):
         check_range("model.halt_grad", halt_grad, 0.0, 1.0)
         self.activation_checkpointing, self.halt_grad = activation_checkpointing, float(halt_grad)
         self.step_signal, self.d_model = bool(step_signal), int(d_model)
+
+    @property
+    def experts(self) -> ExpertLibrary | None:
+        """The block's expert library (None for a dense MLP); one module, not a second copy."""
+        mlp = self.block.mlp
+        return mlp if isinstance(mlp, ExpertLibrary) else None
 
     def init_state(self, batch: dict[str, Tensor]) -> State:
         inject = self.encoder(batch)
@@ -168,6 +196,7 @@ class DynTRM(nn.Module):
         no_grad_until = 0 if self.grad_steps is None else max(0, steps - int(self.grad_steps))
         state = self.init_state(batch)
         preds, halts, summaries = [], [], []  # keep only what the stack needs, not the states
+        balance, usage = [], []
         for t in range(1, steps + 1):
             with torch.set_grad_enabled(torch.is_grad_enabled() and t > no_grad_until):
                 out = self.step(state)
@@ -175,7 +204,13 @@ class DynTRM(nn.Module):
             preds.append(out.pred)
             halts.append(out.halt_logits)
             summaries.append(out.summary)
-        return Unrolled(torch.stack(preds), torch.stack(halts), torch.stack(summaries))
+            if self.experts is not None:
+                balance.append(self.experts.last_balance_loss)
+                usage.append(self.experts.last_usage)
+        unrolled = Unrolled(torch.stack(preds), torch.stack(halts), torch.stack(summaries))
+        if balance:
+            unrolled.balance_loss, unrolled.expert_usage = torch.stack(balance).mean(), torch.stack(usage)
+        return unrolled
 
     @torch.no_grad()
     def adaptive_forward(

@@ -49,17 +49,20 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """The one re-entrant step: pre-RMSNorm attention + MLP, each with a residual."""
+    """The one re-entrant step: pre-RMSNorm attention + MLP, each with a residual.
+
+    ``mlp`` replaces the dense MLP (e.g. with a ``moe.ExpertLibrary``); it maps [..., d] to [..., d].
+    """
 
     def __init__(
         self, d_model: int, n_heads: int, mlp_ratio: float = 4.0,
-        gated_attention: bool = False, dropout: float = 0.0,
+        gated_attention: bool = False, dropout: float = 0.0, mlp: nn.Module | None = None,
     ):
         super().__init__()
         self.norm1 = nn.RMSNorm(d_model)
         self.attn = Attention(d_model, n_heads, gated_attention, dropout)
         self.norm2 = nn.RMSNorm(d_model)
-        self.mlp = MLP(d_model, mlp_ratio, dropout)
+        self.mlp = mlp if mlp is not None else MLP(d_model, mlp_ratio, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
