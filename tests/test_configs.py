@@ -174,6 +174,13 @@ def test_warmup_cosine_schedule_shape():
     assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
     with pytest.raises(ConfigError, match="scheduler.warmup_frac=2"):
         warmup_cosine(opt, total_steps=10, warmup_frac=2)
+    two = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": 0.02},
+                           {"params": [torch.zeros(1, requires_grad=True)], "lr": 0.001}], lr=1.0)
+    sched = warmup_cosine(two, total_steps=100, warmup_frac=0.1, min_lr_ratio=0.1)
+    for _ in range(99):
+        two.step()
+        sched.step()
+    assert [g["lr"] for g in two.param_groups] == pytest.approx([0.002, 0.0001], rel=0.01)  # each its own
 
 
 def test_warmup_stable_decay_holds_the_rate_then_anneals():
@@ -218,10 +225,24 @@ def test_a_rejected_config_leaves_no_run_dir(tmp_path):
     ("model.n_heads=3", "model.d_model=64 is not a multiple of model.n_heads=3"),
     ("model.dropout=1.0", r"model.dropout=1.0 is not allowed; allowed: a number in \[0, 1\)"),
     ("model.mlp_ratio=0", "model.mlp_ratio=0 is not allowed; allowed: a number > 0"),
+    ("model=dyntrm_moe model.top_k=abc", "model.top_k='abc' is not allowed; allowed: an integer >= 1"),
+    ("model=dyntrm_moe model.top_k=5", "model.top_k=5 must be <= model.num_experts=4"),
+    ("model=dyntrm_moe model.balance_weight=-1", "model.balance_weight=-1 is not allowed"),
+    ("callbacks=ema callbacks.ema.decay=1.5", "callbacks.ema.decay=1.5 is not allowed"),
+    ("optimizer=ars2_neo optimizer.rho=-1", "optimizer.rho=-1 is not allowed"),
+    ("optimizer=nope", "optimizer='nope' is unknown; allowed: adamw, ars2_neo, muon"),
 ])
 def test_typed_values_are_validated_before_anything_is_built(compose_cfg, override, message):
-    with pytest.raises(ConfigError, match=message):
-        build_module(compose_cfg(override))
+    from rds_act.cli import check_group_choices
+
+    overrides = override.split()
+    with pytest.raises(Exception) as caught:
+        check_group_choices(overrides)
+        build_module(compose_cfg(*overrides))
+    err = caught.value  # a ConfigError, or one raised while Hydra instantiates (its cause)
+    while err is not None and not isinstance(err, ConfigError):
+        err = err.__cause__ or err.__context__
+    assert err is not None and re.search(message, str(err)), caught.value
 
 
 @pytest.mark.parametrize("config, override, message", [

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim.lr_scheduler import (
     ConstantLR,
-    CosineAnnealingLR,
+    LambdaLR,
     LinearLR,
     LRScheduler,
     SequentialLR,
@@ -19,17 +21,20 @@ def warmup_cosine(
     min_lr_ratio: float = 0.1,
 ) -> LRScheduler:
     """Linear warm-up over ``warmup_frac`` of the optimizer steps, then cosine decay to
-    ``min_lr_ratio`` x the base learning rate at the last step (stepped every batch)."""
+    ``min_lr_ratio`` x each group's own base rate at the last step (stepped every batch). A factor
+    per step, not a floor in absolute units: optimizers with two rates (muon) keep their ratio."""
     check_range("scheduler.warmup_frac", warmup_frac, 0.0, 1.0)
     check_range("scheduler.min_lr_ratio", min_lr_ratio, 0.0, 1.0)
     total = max(1, int(total_steps))
     warmup = min(total - 1, int(warmup_frac * total))
-    base_lr = optimizer.param_groups[0]["lr"]
-    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=base_lr * min_lr_ratio)
-    if warmup == 0:
-        return cosine
-    ramp = LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup)
-    return SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
 
 
 def warmup_stable_decay(
