@@ -72,6 +72,19 @@ def prediction_rows(record: ExitRecord, split: str, index: Tensor) -> list[dict]
     return [dict(zip(PREDICTION_COLUMNS, (split, *row, record.steps), strict=True)) for row in columns]
 
 
+def gather_rows(rows: list[dict]) -> list[dict]:
+    """Under DDP, every process's prediction rows, in split then index order, on every process
+    (so rank zero writes one complete predictions.csv); unchanged in a single process."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    parts: list[list[dict] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, rows)
+    merged = [row for part in parts for row in part or []]
+    splits = list(dict.fromkeys(row["split"] for row in merged))
+    return sorted(merged, key=lambda row: (splits.index(row["split"]), row["index"]))
+
+
 class _SampleMean(Metric):
     """Mean over samples of a per-sample quantity; ``value`` returns (values, mask or None)."""
 

@@ -19,6 +19,7 @@ from rds_act.metrics import (
     StepCurves,
     effective_rank,
     exit_metrics,
+    gather_rows,
     prediction_rows,
 )
 from rds_act.models.dyntrm import DynTRM
@@ -114,7 +115,6 @@ class ACTLitModule(LightningModule):
         final = stack.correct[-1].float()
         self.train_acc["exit"].update(hit)
         self.train_acc["final"].update(final)
-        self.samples_seen += n * self.trainer.world_size
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
         self.log("train/acc", hit.mean(), batch_size=n)
@@ -122,6 +122,11 @@ class ACTLitModule(LightningModule):
         if balance is not None:
             self.log("train/balance_loss", balance.detach(), batch_size=n)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # counted here, once per batch: a sharpness-aware optimizer (ars2_neo, rho > 0) runs
+        # training_step twice on the same batch
+        self.samples_seen += batch["index"].shape[0] * self.trainer.world_size
 
     def on_train_epoch_end(self) -> None:
         """Report the epoch's accuracy on the curriculum's current range; it may widen."""
@@ -179,6 +184,7 @@ class ACTLitModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+        self.predictions = gather_rows(self.predictions)
 
     # -- prediction -----------------------------------------------------------------------------
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
@@ -191,7 +197,8 @@ class ACTLitModule(LightningModule):
 
     # -- plumbing -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        # names let optimizer=muon keep Muon to the shared block's matrices (AdamW for the rest)
+        optimizer = self.optimizer_factory(params=self.named_parameters())
         if self.scheduler_factory is None:
             return optimizer
         total = self.trainer.estimated_stepping_batches

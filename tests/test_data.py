@@ -177,3 +177,28 @@ def test_fresh_samples_need_the_trainer_to_reload_each_epoch():
     stale.setup()
     stale.trainer = SimpleNamespace(reload_dataloaders_every_n_epochs=0, current_epoch=3)
     assert len(stale.train_dataloader()) == 2
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ddp_processes_share_out_the_samples(world):
+    """Each process trains on its own equal share of an epoch (the same shuffled order on every
+    process, split by rank) and evaluates its own share of each split, every sample exactly once."""
+
+    class FakeTrainer:
+        current_epoch, world_size = 0, world
+
+    dm = RPCDataModule(n_train=20, n_val=7, n_test=7, n_ood=7, batch_size=4, eval_batch_size=2, seed=2)
+    shares: dict[str, list[list[int]]] = {"train": [], "val": [], "ood": []}
+    for rank in range(world):
+        trainer = FakeTrainer()
+        trainer.global_rank = rank
+        dm.trainer = trainer
+        dm.setup()
+        shares["train"].append([i for b in dm.train_dataloader() for i in b["index"].tolist()])
+        for split, loader in zip(("val", "ood"), dm.val_dataloader(), strict=True):
+            shares[split].append([i for b in loader for i in b["index"].tolist()])
+    train = [i for share in shares["train"] for i in share]
+    assert len(set(train)) == len(train) == 20 - 20 % world  # disjoint, equal, nothing repeated
+    assert len({len(share) for share in shares["train"]}) == 1
+    for split in ("val", "ood"):
+        assert sorted(i for share in shares[split] for i in share) == list(range(7))

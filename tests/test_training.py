@@ -248,3 +248,31 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
     earlier = list((part / ".hydra").glob("attempt-*/overrides.yaml"))
     assert len(earlier) == 1 and "trainer.max_epochs=2" in earlier[0].read_text()
     assert "ckpt_path=" in (part / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """trainer=ddp with 2 CPU processes: one run dir, one metrics.json, one complete
+    predictions.csv (every test and ood sample once), each process trained on half of each
+    epoch, and test metrics equal to a single-process evaluation of the same checkpoint."""
+    run_dir = tmp_path / "run"
+    args = [*[a for a in TINY if not a.startswith("callbacks")], "task.datamodule.n_test=33",
+            "task.datamodule.n_ood=33", "task.datamodule.eval_batch_size=8", "trainer=ddp",
+            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
+    proc = run_cli("rds_act.train", args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no second run dir from process 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train/samples"] == 2 * 64  # two epochs of 64, half on each process
+    with (run_dir / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    for split in ("test", "ood"):
+        assert sorted(int(r["index"]) for r in rows if r["split"] == split) == list(range(33))
+    assert_metrics_match_predictions(metrics, run_dir / "predictions.csv")
+    best = sorted((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    single = run_cli("rds_act.eval", [f"ckpt_path={best[-1]}", "logger=none",
+                                      f"hydra.run.dir={tmp_path / 'eval'}"], tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("test/acc", "test/avg_exit", "test/loss", "ood/acc", "ood/avg_exit", "ood/esa"):
+        assert again[key] == pytest.approx(metrics[key], abs=1e-6), key

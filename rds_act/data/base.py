@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader
 
 from rds_act.data.curriculum import Curriculum
 from rds_act.errors import ConfigError
@@ -134,15 +134,26 @@ class TaskDataModule(LightningDataModule):
                 if split == "train":
                     self._train_key = (0, self.level)
 
+    def _rank(self) -> tuple[int, int]:
+        """(this process's rank, number of processes) under DDP; (0, 1) otherwise."""
+        trainer = self.trainer
+        return int(getattr(trainer, "global_rank", 0)), int(getattr(trainer, "world_size", 1))
+
     def _loader(self, split: str, shuffle: bool, epoch: int = 0) -> DataLoader:
+        """Batches of ``split``; under DDP each process gets its own share of the samples (the
+        datamodule splits them itself: Lightning's sampler wrapper would pad the evaluation splits
+        with repeated samples and count them twice)."""
         ds = self.data[split]
         size = self.batch_size if shuffle else self.eval_batch_size
+        rank, world = self._rank()
         if shuffle:  # the order is a function of (seed, epoch): a resumed run sees the same batches
             order = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(epoch))
-            base = RandomSampler(ds, generator=order)
+            indices = torch.randperm(len(ds), generator=order).tolist()
+            # equal shares, so no process waits on a gradient sync the others never reach
+            indices = indices[: len(indices) - len(indices) % world][rank::world]
         else:
-            base = SequentialSampler(ds)
-        sampler = BatchSampler(base, size, drop_last=False)
+            indices = list(range(len(ds)))[rank::world]
+        sampler = BatchSampler(indices, size, drop_last=False)
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
