@@ -69,4 +69,8 @@ def build_trainer(
     loggers: list[Logger] = [
         hydra.utils.instantiate(conf) for conf in (cfg.get("logger") or {}).values()
     ]
+    config = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
+                                    resolve=True)
+    for logger in loggers:  # the resolved config, as every dashboard's hyper-parameters
+        logger.log_hyperparams(config)
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -1,4 +1,5 @@
-"""A CSV logger that keeps a run's history when the run is resumed in its own dir.
+"""Loggers: a CSV logger that keeps a run's history when the run is resumed in its own dir, and
+a wandb logger filed by the run's overrides, sweep and choices.
 
 Lightning's CSVLogger deletes an existing ``metrics.csv`` when it opens the same dir again, so
 resuming in place (``hydra.run.dir=<run> ckpt_path=<run>/checkpoints/last.ckpt``) used to lose
@@ -8,8 +9,9 @@ every epoch before the resume. This one appends, widening the header when new co
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
@@ -32,3 +34,27 @@ class HistoryCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def run_identity() -> dict:
+    """How a dashboard should file this run: its name from the overrides, its group the sweep it
+    belongs to (None for a single run), tags naming task, strategy, model and optimizer."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    name = hydra_cfg.job.override_dirname or "defaults"
+    group = None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        group = f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
+    tags = [f"{g}={choices.get(g)}" for g in ("task", "act", "model", "optimizer") if choices.get(g)]
+    return {"name": name, "group": group, "tags": tags}
+
+
+def wandb_logger(**kwargs) -> WandbLogger:
+    """Lightning's WandbLogger, filed by ``run_identity`` unless the config names these itself."""
+    for key, value in run_identity().items():
+        if kwargs.get(key) is None:
+            kwargs[key] = value
+    return WandbLogger(**kwargs)

@@ -180,3 +180,15 @@ def test_step_signal_tells_the_shared_block_which_step_it_is_on():
             third = model.step(State(state.h, state.inject, 2)).pred
         assert (not torch.allclose(first, third)) is differs
     assert model.step(state).state.t == 1
+
+
+def test_compiled_block_keeps_names_and_outputs():
+    """model.compile=true: the same parameter names (checkpoints load either way) and the same
+    predictions as the eager block, to float tolerance."""
+    eager = make_model(T_max=3).eval()
+    compiled = make_model(T_max=3, compile=True).eval()
+    assert list(eager.state_dict()) == list(compiled.state_dict())
+    compiled.load_state_dict(eager.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.unroll(batch()).preds, eager.unroll(batch()).preds,
+                                   atol=1e-4, rtol=1e-4)

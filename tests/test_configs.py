@@ -81,6 +81,14 @@ def test_every_logger_option_builds_its_loggers(compose_cfg, monkeypatch, option
             "tensorboard": ["TensorBoardLogger"],
             "many": ["HistoryCSVLogger", "TensorBoardLogger", "WandbLogger"]}[option]
     assert names == want
+    for logger in build_trainer(cfg).loggers:
+        if type(logger).__name__ == "HistoryCSVLogger":  # the resolved config as hyper-parameters
+            assert logger.experiment.hparams["task"]["name"] == "rpc_small"
+        if type(logger).__name__ == "WandbLogger":  # filed by overrides and choices, offline
+            init = logger._wandb_init
+            assert init["name"] == f"logger={option},trainer=cpu" and init["group"] is None
+            assert {"task=rpc_small", "act=plsd", "optimizer=adamw"} <= set(init["tags"])
+            assert init["mode"] == "offline"
     if "tensorboard" in cfg.logger:
         real = importlib.util.find_spec
         monkeypatch.setattr(importlib.util, "find_spec",

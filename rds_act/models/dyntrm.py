@@ -95,6 +95,8 @@ class DynTRM(nn.Module):
     ``halt_hidden=n`` gives the halting head one hidden layer of n units instead of a linear map.
     ``halt_confidence=True`` also shows the halting head how sure the readout is (for classes:
     the top log-probability and the entropy; the readout's ``confidence``), detached.
+    ``compile=True`` compiles the shared block with ``torch.compile`` (the recursion's whole cost;
+    the loop around it stays eager, as it exits per sample).
     ``step_signal=True`` adds the timestep signal of the step number to the block's input, so
     the shared block can act differently at different steps (e.g. apply a rule only while
     ``t <= c`` for a visible count c) and the halting head can see how far it has come.
@@ -124,6 +126,7 @@ class DynTRM(nn.Module):
         num_experts: int = 0,
         top_k: int = 2,
         balance_weight: float = 0.0,
+        compile: bool = False,
     ):
         super().__init__()
         if int(T_max) < 1:
@@ -156,6 +159,8 @@ class DynTRM(nn.Module):
         check_range("model.halt_grad", halt_grad, 0.0, 1.0)
         self.activation_checkpointing, self.halt_grad = activation_checkpointing, float(halt_grad)
         self.step_signal, self.d_model = bool(step_signal), int(d_model)
+        if compile:  # in place: parameter names (and so checkpoints) stay those of the eager block
+            self.block.compile(dynamic=None)
 
     @property
     def experts(self) -> ExpertLibrary | None:
