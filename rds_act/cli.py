@@ -102,6 +102,32 @@ def check_override_keys(argv: list[str], config_name: str) -> None:
                               f"keys: {', '.join(sorted(allowed))}")
 
 
+_NOISE = ("full_key:", "object_type", "reference_type", "See https", "Set the environment")
+
+
+def check_composes(argv: list[str], config_name: str) -> None:
+    """Compose the config once with the command line's plain overrides before Hydra runs, so a
+    key the config does not have (``model.nope=3``) or an override Hydra cannot parse is one
+    ``error:`` line, not Hydra's multi-line report. Sweep values and hydra.* are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    sweep = "-m" in argv or "--multirun" in argv
+    plain = [a for a in argv if not a.startswith("-") and "=" in a
+             and not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+             and not (sweep and ("," in a or "(" in a))]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name=config_name, overrides=plain)
+    except Exception as exc:  # noqa: BLE001 - Hydra's override and composition errors, all kinds
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        lines = [ln for ln in lines if not ln.startswith(_NOISE)]
+        raise ConfigError("; ".join(lines) or type(exc).__name__) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
 def one_line_errors(fn: Callable) -> Callable:
     """Report bad input (a ConfigError anywhere in the cause chain) as one line and exit 2."""
 
