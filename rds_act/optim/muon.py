@@ -46,9 +46,8 @@ class MuonAdamW(torch.optim.Optimizer):
 
     Its ``param_groups`` and ``state`` are the inner optimizers' own objects, so a scheduler's
     write to ``param_groups[i]["lr"]`` reaches them, and the stock ``state_dict`` /
-    ``load_state_dict`` cover both. The AdamW group comes first: ``warmup_cosine`` floors every
-    group at ``min_lr_ratio x param_groups[0]["lr"]``, and the smaller rate first keeps that floor
-    below each group's own rate.
+    ``load_state_dict`` cover both. The schedulers scale each group by a factor of its own base
+    rate, so the two rates keep their ratio.
     """
 
     def __init__(self, params: Iterable[Param], lr: float = 0.02, adamw_lr: float = 1e-3,
