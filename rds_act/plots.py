@@ -5,6 +5,7 @@
 - ``complexity_vs_oracle.png``: does the oracle step t* track the task's true step count?
 - ``lambda_sweep.png``: how do accuracy and compute move with the halting threshold λ?
 - ``learning_curve.png``: how fast does each run learn (validation accuracy vs training samples)?
+- ``expert_usage.png``: which experts of the library does each recursive step use (model=dyntrm_moe)?
 
 Every run is labelled by the overrides that differ between the runs drawn, and each strategy
 (``act``) keeps one colour in every figure.
@@ -256,6 +257,44 @@ def learning_curve(groups: Sequence[Group], path: Path) -> None:
     _save(fig, path)
 
 
+def read_expert_usage(run_dir: Path) -> np.ndarray | None:
+    """[steps, experts] share of tokens per expert at the run's last validation, or None."""
+    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
+    if not files:
+        return None
+    with files[-1].open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if any(k.startswith("val_curve/expert_usage") and v
+                                                    for k, v in r.items())]
+    if not rows:
+        return None
+    cells = {}
+    for key, value in rows[-1].items():
+        if key.startswith("val_curve/expert_usage_t") and value:
+            step, expert = key.removeprefix("val_curve/expert_usage_t").split("_e")
+            cells[int(step) - 1, int(expert)] = float(value)
+    usage = np.zeros((max(t for t, _ in cells) + 1, max(e for _, e in cells) + 1))
+    for (t, e), value in cells.items():
+        usage[t, e] = value
+    return usage
+
+
+def expert_usage(groups: Sequence[Group], path: Path) -> None:
+    """Share of tokens routed to each expert at each recursive step, one panel per run."""
+    runs = [(g, r, read_expert_usage(r.path)) for g in groups for r in g.runs]
+    runs = [x for x in runs if x[2] is not None][:MAX_PANELS]
+    if not runs:
+        raise SkipPlot("no run logged val_curve/expert_usage (model=dyntrm_moe)")
+    extra = _varying(groups)
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.2), squeeze=False)
+    for ax, (g, _, usage) in zip(axes[0], runs, strict=True):
+        image = ax.imshow(usage, aspect="auto", cmap="viridis", vmin=0, vmax=max(0.5, usage.max()))
+        ax.set(xlabel="expert", ylabel="step", title=_describe(g, extra, g.key.get("act", "")),
+               xticks=range(usage.shape[1]), yticks=range(usage.shape[0]),
+               yticklabels=range(1, usage.shape[0] + 1))
+    fig.colorbar(image, ax=axes[0].tolist(), label="share of tokens")
+    _save(fig, path)
+
+
 def write_plots(groups: Sequence[Group], out_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
     """Draw every figure into ``out_dir``; returns (name -> path, name -> why it was skipped)."""
     preds = {r.path: read_predictions(r.path) for g in groups for r in g.runs}
@@ -265,6 +304,7 @@ def write_plots(groups: Sequence[Group], out_dir: Path) -> tuple[dict[str, Path]
         "complexity_vs_oracle.png": lambda p: complexity_vs_oracle(groups, preds, p),
         "lambda_sweep.png": lambda p: lambda_sweep(groups, p),
         "learning_curve.png": lambda p: learning_curve(groups, p),
+        "expert_usage.png": lambda p: expert_usage(groups, p),
     }
     written, skipped = {}, {}
     for name, draw in figures.items():

@@ -121,7 +121,7 @@ def test_runs_that_did_not_complete_are_listed_apart(sweep: Path, tmp_path: Path
 
 def test_every_png_is_written(sweep: Path, tmp_path: Path) -> None:
     result = write_report([sweep], tmp_path / "out")
-    assert result["skipped"] == {}
+    assert list(result["skipped"]) == ["expert_usage.png"]  # no run has an expert library
     for name in ("pareto.png", "exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png",
                  "learning_curve.png"):
         data = (tmp_path / "out" / name).read_bytes()
@@ -134,7 +134,7 @@ def test_missing_predictions_skip_histograms(tmp_path: Path) -> None:
                  predictions=False)
     result = write_report([tmp_path / "runs"], tmp_path / "out")
     assert set(result["skipped"]) == {"exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png",
-                                      "learning_curve.png"}
+                                      "learning_curve.png", "expert_usage.png"}
     assert "val/acc" in result["skipped"]["learning_curve.png"]
     assert (tmp_path / "out" / "pareto.png").read_bytes().startswith(PNG_MAGIC)
     assert not (tmp_path / "out" / "exit_hist.png").exists()
@@ -148,6 +148,20 @@ def test_learning_curve_reads_val_acc_against_samples(tmp_path: Path) -> None:
     assert x.tolist() == [8000, 16000, 24000, 32000, 40000]
     assert (x_name, y_name) == ("train/samples", "val/acc")
     assert y.tolist() == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9])
+
+
+def test_expert_usage_reads_the_last_validation_per_step_and_expert(tmp_path: Path) -> None:
+    from rds_act.plots import read_expert_usage
+
+    run = make_run(tmp_path / "run", ["model=dyntrm_moe"], metrics(0.5, 4.0))
+    keys = [f"val_curve/expert_usage_t{t:02d}_e{e}" for t in (1, 2) for e in (0, 1)]
+    lines = ["epoch," + ",".join(keys), "0,0.5,0.5,0.5,0.5", "1,0.9,0.1,0.2,0.8", "1,,,,"]
+    (run / "csv").mkdir()
+    (run / "csv" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    assert read_expert_usage(run).tolist() == [[0.9, 0.1], [0.2, 0.8]]  # step x expert, last epoch
+    result = write_report([run], tmp_path / "out")
+    assert "expert_usage.png" not in result["skipped"]
+    assert (tmp_path / "out" / "expert_usage.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_runs_of_one_act_share_its_colour_and_differ_in_line_style(tmp_path, monkeypatch):
