@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -100,6 +101,22 @@ def check_override_keys(argv: list[str], config_name: str) -> None:
         if top not in allowed:
             raise ConfigError(f"{key}={value!r}: {top!r} is not a config key; allowed top-level "
                               f"keys: {', '.join(sorted(allowed))}")
+
+
+def check_output_dir(argv: list[str], run_kind: str) -> None:
+    """Fail in one line when the run (or sweep) dir cannot be created: its nearest existing
+    parent is a file or not writable (Hydra would stop with a traceback)."""
+    sweep = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    given = [v for k, v, _ in map(parse_override, argv) if k == key and v]
+    target = Path(given[-1]) if given else Path("multirun" if sweep else f"outputs/{run_kind}")
+    parent = target.absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        what = "is not a directory" if not parent.is_dir() else "is not writable"
+        raise ConfigError(f"{key}={str(target)!r} cannot be created: {str(parent)!r} {what}; "
+                          "allowed: a path under a writable directory")
 
 
 _NOISE = ("full_key:", "object_type", "reference_type", "See https", "Set the environment")

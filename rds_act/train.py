@@ -17,6 +17,7 @@ from rds_act.cli import (
     TRAINED_GROUPS,
     check_composes,
     check_group_choices,
+    check_output_dir,
     check_override_keys,
     check_plugins,
     one_line_errors,
@@ -88,6 +89,7 @@ def main() -> None:
     one_line_errors(check_override_keys)(sys.argv[1:], "train")
     one_line_errors(check_plugins)(sys.argv[1:])
     one_line_errors(check_composes)(sys.argv[1:], "train")
+    one_line_errors(check_output_dir)(sys.argv[1:], "train")
     sys.argv[1:] = one_line_errors(resolve_last)(sys.argv[1:])
     keep_earlier_attempt(sys.argv[1:])
     _hydra_main()

@@ -285,3 +285,16 @@ def test_hydra_override_errors_are_one_line(tmp_path, override, message):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and re.match(message, lines[0]), proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_output_dir_that_cannot_be_created_is_one_line(tmp_path, monkeypatch):
+    from rds_act import cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match=r"hydra.run.dir='.*a_file/run' cannot be created: .* is not a directory"):
+        cli.check_output_dir([f"hydra.run.dir={blocker / 'run'}"], "train")
+    cli.check_output_dir([f"hydra.run.dir={tmp_path / 'new' / 'run'}"], "train")  # creatable
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # a read-only disk
+    with pytest.raises(ConfigError, match=r"hydra.sweep.dir='.*' cannot be created: .* is not writable"):
+        cli.check_output_dir(["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}"], "train")

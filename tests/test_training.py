@@ -207,6 +207,13 @@ def test_sigterm_leaves_an_interrupted_record_and_a_resumable_checkpoint(tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     done = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert done["status"] == "completed" and done["train/samples"] == epochs * 2048
+    # and it ends exactly where a run never interrupted ends
+    straight = run_cli("rds_act.train", [*args[:-1], f"trainer.max_epochs={epochs}",
+                                         f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    want = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    for key in ("val/acc", "val/loss", "ood/acc", "ood/avg_exit", "val/avg_exit"):
+        assert done[key] == want[key], key
 
 
 def test_a_diverging_run_exits_2_with_a_failed_record(tmp_path):
