@@ -292,7 +292,7 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(tmp_path, monkeypatch)
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    with pytest.raises(ConfigError, match=r"hydra.run.dir='.*a_file/run' cannot be created: .* is not a directory"):
+    with pytest.raises(ConfigError, match=r"run.dir='.*a_file/run' cannot be created: .* not a directory"):
         cli.check_output_dir([f"hydra.run.dir={blocker / 'run'}"], "train")
     cli.check_output_dir([f"hydra.run.dir={tmp_path / 'new' / 'run'}"], "train")  # creatable
     monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # a read-only disk
