@@ -182,6 +182,7 @@ def test_step_signal_tells_the_shared_block_which_step_it_is_on():
     assert model.step(state).state.t == 1
 
 
+@pytest.mark.slow  # torch.compile takes ~40 s of CPU
 def test_compiled_block_keeps_names_and_outputs():
     """model.compile=true: the same parameter names (checkpoints load either way) and the same
     predictions as the eager block, to float tolerance."""
