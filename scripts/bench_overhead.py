@@ -37,6 +37,7 @@ def lightning_time(module, dm) -> float:
         max_steps=STEPS, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[timer],
+        reload_dataloaders_every_n_epochs=1,  # the datamodule draws fresh samples per epoch
     )
     trainer.fit(module, datamodule=dm)
     return timer.end - timer.start
