@@ -58,3 +58,28 @@ def wandb_logger(**kwargs) -> WandbLogger:
         if kwargs.get(key) is None:
             kwargs[key] = value
     return WandbLogger(**kwargs)
+
+
+# the per-step curves drawn as one chart each on a wandb dashboard (x = recursive step)
+STEP_CHARTS = ("acc", "loss", "halt_prob", "erank")
+
+
+def log_step_charts(loggers: list, curves: dict[str, float], epoch: int) -> None:
+    """Per-step validation curves (``val_curve/<name>_tXX``) as wandb line charts with the
+    recursive step on the x axis, one chart per quantity, for every wandb logger present (the
+    scalars themselves are logged as usual: a line per step over training)."""
+    runs = [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)]
+    if not runs:
+        return
+    import wandb
+
+    charts = {}
+    for name in STEP_CHARTS:
+        points = sorted((int(key.rsplit("_t", 1)[1]), float(value)) for key, value in curves.items()
+                        if key.startswith(f"val_curve/{name}_t"))
+        if points:
+            table = wandb.Table(data=[list(p) for p in points], columns=["step", name])
+            charts[f"val_step_chart/{name}"] = wandb.plot.line(
+                table, "step", name, title=f"val {name} per recursive step (epoch {epoch})")
+    for run in runs:
+        run.log(charts)

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 
 from rds_act.act.base import ACTStrategy, StepStack, first_exit
 from rds_act.errors import ConfigError
+from rds_act.loggers import log_step_charts
 from rds_act.losses import TaskLoss
 from rds_act.metrics import (
     ExitRecord,
@@ -167,6 +168,8 @@ class ACTLitModule(LightningModule):
                 curves.update({f"val_curve/{k}": v for k, v in self.usage.compute().items()})
                 self.usage.reset()
             self.log_dict(curves)
+            if not self.trainer.sanity_checking:
+                log_step_charts(self.loggers, {k: float(v) for k, v in curves.items()}, self.current_epoch)
             self.curves.reset()
             self._erank = None
 

@@ -1,8 +1,12 @@
-"""The CSV history of a run survives a resume in the same run dir."""
+"""Loggers: the CSV history of a run survives a resume in the same run dir; per-step curves reach
+wandb as line charts."""
 
 from __future__ import annotations
 
 import csv
+
+import pytest
+from helpers import TINY
 
 from rds_act.loggers import HistoryCSVLogger
 
@@ -18,3 +22,48 @@ def test_resuming_in_place_appends_to_the_history(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["val/acc"] for r in rows] == ["0.1", "0.5"]
     assert [r["train/samples"] for r in rows] == ["", "8000.0"]
+
+
+def test_per_step_curves_reach_wandb_as_line_charts(compose_cfg, tmp_path, monkeypatch):
+    """Each validation sends wandb one line chart per quantity with the recursive step on the x
+    axis, built from the same per-step values that are logged as scalars."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from rds_act.build import build_module, build_trainer
+
+    class Recorder:
+        def __init__(self):
+            self.logged = []
+
+        def log(self, data):
+            self.logged.append(data)
+
+    class RecordingWandb(WandbLogger):
+        recorder = Recorder()
+
+        @property
+        def experiment(self):
+            return self.recorder
+
+        def log_metrics(self, metrics, step=None):
+            pass
+
+        def log_hyperparams(self, params):
+            pass
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_cfg(*TINY, "trainer.max_epochs=2", "trainer.enable_progress_bar=false")
+    module, datamodule = build_module(cfg)
+    trainer = build_trainer(cfg)
+    logger = RecordingWandb(save_dir=str(tmp_path), offline=True)
+    trainer._loggers = [logger]
+    trainer.fit(module, datamodule=datamodule)
+    charts = [c for c in logger.recorder.logged if "val_step_chart/acc" in c]
+    assert len(charts) == 2  # one per epoch, none for the sanity check
+    table = charts[-1]["val_step_chart/acc"].table
+    assert table.columns == ["step", "acc"]
+    steps = [row[0] for row in table.data]
+    assert steps == list(range(1, cfg.task.T_max + 1))
+    last = trainer.callback_metrics
+    for step, value in table.data:
+        assert value == pytest.approx(float(last[f"val_curve/acc_t{step:02d}"]))
