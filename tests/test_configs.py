@@ -164,18 +164,26 @@ def test_eval_exit_picks_the_rule_and_rejects_unknown(compose_cfg):
                                  config="eval"))
 
 
-def test_warmup_cosine_schedule_shape():
+def lr_trace(schedule, **kwargs):
+    """The learning rate of each of 100 steps under ``schedule`` (base rate 1), and the optimizer."""
     import torch
 
-    from rds_act.optim import warmup_cosine
-
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    sched = warmup_cosine(opt, total_steps=100, warmup_frac=0.1, min_lr_ratio=0.1)
+    sched = schedule(opt, total_steps=100, **kwargs)
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs, opt
+
+
+def test_warmup_cosine_schedule_shape():
+    import torch
+
+    from rds_act.optim import warmup_cosine
+
+    lrs, opt = lr_trace(warmup_cosine, warmup_frac=0.1, min_lr_ratio=0.1)
     assert lrs[0] < 0.2 and max(lrs) == pytest.approx(1.0, abs=1e-6)
     assert lrs.index(max(lrs)) == 10  # peak right after the warm-up
     assert lrs[-1] == pytest.approx(0.1, abs=0.01)
@@ -192,17 +200,9 @@ def test_warmup_cosine_schedule_shape():
 
 
 def test_warmup_stable_decay_holds_the_rate_then_anneals():
-    import torch
-
     from rds_act.optim import warmup_stable_decay
 
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    sched = warmup_stable_decay(opt, total_steps=100, warmup_frac=0.1, decay_frac=0.2)
-    lrs = []
-    for _ in range(100):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs, opt = lr_trace(warmup_stable_decay, warmup_frac=0.1, decay_frac=0.2)
     assert lrs[0] < 0.2 and all(lr == pytest.approx(1.0) for lr in lrs[10:80])
     assert all(a > b for a, b in zip(lrs[80:-1], lrs[81:], strict=True)) and lrs[-1] < 0.1
     with pytest.raises(ConfigError, match="scheduler.warmup_frac=0.5 \\+ scheduler.decay_frac=0.6"):
