@@ -24,6 +24,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from rds_act.results import Predictions, read_predictions  # noqa: E402
 from rds_act.runs import Group  # noqa: E402
@@ -236,7 +237,7 @@ def learning_curve(groups: Sequence[Group], path: Path) -> None:
         raise SkipPlot("no run has a csv/metrics.csv with val/acc (or val/mse)")
     extra = _varying(groups, skip=("act",))
     seeds = len({r.labels.get("seed") for _, r, _ in curves}) > 1
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     styles = ("-", "--", ":", "-.")
     drawn: dict[str, int] = {}  # runs of one act share its colour and differ in line style
     for g, r, (x, y, _, _) in curves:
@@ -252,9 +253,18 @@ def learning_curve(groups: Sequence[Group], path: Path) -> None:
            "epoch (runs without train/samples)" if x_names == {"epoch"} else
            "training samples, or epoch where not logged",
            ylabel=" / ".join(sorted(y_names)), title="Learning curves (validation split)")
+    if x_names == {"train/samples"}:  # 100k, not 100000 run together with its neighbours
+        ax.xaxis.set_major_formatter(FuncFormatter(_samples_tick))
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     _save(fig, path)
+
+
+def _samples_tick(value: float, _pos: int) -> str:
+    """A sample count as a short tick label: 0, 500, 250k, 1.5M."""
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:g}M"
+    return f"{value / 1e3:g}k" if abs(value) >= 1e3 else f"{value:g}"
 
 
 def read_expert_usage(run_dir: Path) -> np.ndarray | None:

@@ -176,6 +176,9 @@ def test_runs_of_one_act_share_its_colour_and_differ_in_line_style(tmp_path, mon
     lines = drawn["fig"].axes[0].get_lines()
     assert len({ln.get_color() for ln in lines}) == 1
     assert len({ln.get_linestyle() for ln in lines}) == 2
+    # sample counts read as 250k / 1.5M, not digits run together with the next tick
+    tick = drawn["fig"].axes[0].xaxis.get_major_formatter()
+    assert [tick(v, 0) for v in (0, 500, 250_000, 1_500_000)] == ["0", "500", "250k", "1.5M"]
 
 
 def test_labels_name_only_what_differs_between_runs(tmp_path: Path) -> None:
