@@ -14,6 +14,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from torch import Tensor
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -64,7 +65,7 @@ def wandb_logger(**kwargs) -> WandbLogger:
 STEP_CHARTS = ("acc", "loss", "halt_prob", "erank")
 
 
-def log_step_charts(loggers: list, curves: dict[str, float], epoch: int) -> None:
+def log_step_charts(loggers: list, curves: dict[str, float | Tensor], epoch: int) -> None:
     """Per-step validation curves (``val_curve/<name>_tXX``) as wandb line charts with the
     recursive step on the x axis, one chart per quantity, for every wandb logger present (the
     scalars themselves are logged as usual: a line per step over training)."""

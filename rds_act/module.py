@@ -169,7 +169,7 @@ class ACTLitModule(LightningModule):
                 self.usage.reset()
             self.log_dict(curves)
             if not self.trainer.sanity_checking:
-                log_step_charts(self.loggers, {k: float(v) for k, v in curves.items()}, self.current_epoch)
+                log_step_charts(self.loggers, curves, self.current_epoch)
             self.curves.reset()
             self._erank = None
 
