@@ -265,6 +265,23 @@ def test_overthink_ramp():
     assert Overthink(warmup=4, beta=0.1).oracle(make_stack(SLOW), {}).tolist() == [4]  # w = 0
 
 
+def test_overthink_start_holds_the_cost_off():
+    strategy = Overthink(warmup=4, start=10, beta=0.1)
+    strategy.set_epoch(9)
+    assert strategy.ramp() == 0.0
+    assert strategy.oracle(make_stack(SLOW), {}).tolist() == [4]  # as if beta were 0
+    strategy.set_epoch(12)
+    assert strategy.ramp() == 0.5
+    strategy.set_epoch(14)
+    assert strategy.ramp() == 1.0
+    assert strategy.oracle(make_stack(SLOW), {}).tolist() == [2]
+    sudden = Overthink(warmup=0, start=3)
+    sudden.set_epoch(2)
+    assert sudden.ramp() == 0.0
+    sudden.set_epoch(3)
+    assert sudden.ramp() == 1.0
+
+
 def test_overthink_loss_value():
     # halt logits 0 -> σ = 0.5; t* = 2 of T = 4 -> steps 2 and 3 count, 0.5 each
     stack = make_stack(SLOW)
@@ -285,6 +302,9 @@ def test_overthink_bad_input():
         Overthink(beta=-1.0)
     with pytest.raises(ConfigError, match="act.warmup=-2 is out of range"):
         Overthink(warmup=-2)
+    for start in (-1, 2.5, "3"):
+        with pytest.raises(ConfigError, match=f"act.start={start!r} must be a whole epoch >= 0"):
+            Overthink(start=start)
     with pytest.raises(ConfigError, match="act.threshold=2.0 is out of range"):
         Overthink(threshold=2.0)
     with pytest.raises(ConfigError, match="needs batch\\['steps_required'\\]"):
