@@ -56,6 +56,7 @@ RULES: dict[str, Rule] = {
     "model.mlp_ratio": POSITIVE,
     "model.dropout": UNIT_OPEN,
     "model.num_experts": INT_GE0,
+    "model.block_layers": INT_GE1,
     "model.top_k": INT_GE1,
     "model.balance_weight": NON_NEGATIVE,
     "callbacks.ema.decay": UNIT_OPEN,

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rds_act.act import PLSD, first_exit
+from rds_act.errors import ConfigError
 from rds_act.losses import CrossEntropyLoss
 from rds_act.models import DynTRM
 from rds_act.models.layers import ClassReadout, PairTokenEncoder
@@ -37,6 +38,35 @@ def test_one_block_shared_across_steps():
     assert names and not any("1." in n.split("block.")[1][:2] for n in names)
     out = model.unroll(batch(), steps=12)  # more steps than T_max reuse the same block
     assert out.preds.shape == (12, 12, 64) and out.halt_logits.shape == (12, 12, 2)
+
+
+def test_block_layers_stack_layers_inside_the_one_shared_block():
+    one, two = make_model(T_max=3), make_model(T_max=3, block_layers=2)
+    size = lambda m: sum(p.numel() for p in m.block.parameters())  # noqa: E731
+    assert size(two) == 2 * size(one)
+    assert [n for n, _ in one.named_parameters() if n.startswith("block.")][0] == "block.norm1.weight"
+    with torch.no_grad():  # layer 0 = the one-layer block, layer 1 = identity (zero residual outputs)
+        rest = {k: v for k, v in one.state_dict().items() if not k.startswith("block.")}
+        two.load_state_dict(rest, strict=False)
+        two.block[0].load_state_dict(one.block.state_dict())
+        two.block[1].attn.out.weight.zero_()
+        two.block[1].mlp.net[-1].weight.zero_()
+        two.block[1].mlp.net[-1].bias.zero_()
+    b = batch()
+    torch.testing.assert_close(two.unroll(b).summaries, one.unroll(b).summaries)
+    with torch.no_grad():  # the second layer now acts, at every step
+        two.block[1].attn.out.weight.normal_()
+    assert not torch.allclose(two.unroll(b).summaries[0], one.unroll(b).summaries[0])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"block_layers": 0}, r"model.block_layers=0 must be an integer >= 1"),
+    ({"block_layers": 1.5}, r"model.block_layers=1.5 must be an integer >= 1"),
+    ({"block_layers": 2, "num_experts": 4}, r"model.block_layers=2 with model.num_experts=4"),
+])
+def test_bad_block_layers_raise(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make_model(**kwargs)
 
 
 def block_grad_norm(model: DynTRM, step: int) -> float:

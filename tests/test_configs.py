@@ -126,6 +126,7 @@ def test_unknown_group_option_names_value_and_choices():
         ("act.halt_target=soon", r"act.halt_target='soon' is unknown; allowed: loss, correct"),
         ("model.halt_grad=2", r"model.halt_grad=2 is out of range; allowed: \[0.0, 1.0\]"),
         ("model.halt_hidden=-1", r"model.halt_hidden=-1 must be >= 0"),
+        ("model.block_layers=0", r"model.block_layers=0 .*allowed: an integer >= 1"),
         ("task.datamodule.curriculum.metric=best", r"curriculum.metric='best' is unknown"),
         ("task.datamodule.curriculum.start=0", r"curriculum.start=0 must be a positive integer"),
     ],

@@ -104,6 +104,11 @@ class DynTRM(nn.Module):
     per token); since the block is shared, every step routes into the same library.
     ``balance_weight`` is read by the LightningModule, which adds ``balance_weight`` times the
     library's load-balancing loss to the training loss (kept here so it is a ``model.`` key).
+    ``block_layers=n`` makes the one re-entrant block n attention + MLP layers deep (TRM's is 2);
+    every step applies all n, still with the same weights at every step. A one-layer step has
+    one attention hop; on RPC that hop follows the pointer, and whether the value reached ends
+    the chain (is no key) is only seen by the next step's failed lookup, so the answer is sure
+    one step late. A second layer can look that up within the step.
     """
 
     def __init__(
@@ -126,6 +131,7 @@ class DynTRM(nn.Module):
         num_experts: int = 0,
         top_k: int = 2,
         balance_weight: float = 0.0,
+        block_layers: int = 1,
         compile: bool = False,
     ):
         super().__init__()
@@ -142,7 +148,16 @@ class DynTRM(nn.Module):
         experts = (
             ExpertLibrary(d_model, num_experts, top_k, mlp_ratio, dropout) if self.num_experts else None
         )
-        self.block = Block(d_model, n_heads, mlp_ratio, gated_attention, dropout, mlp=experts)
+        if isinstance(block_layers, bool) or int(block_layers) != block_layers or block_layers < 1:
+            raise ConfigError(f"model.block_layers={block_layers} must be an integer >= 1")
+        if block_layers > 1 and experts is not None:
+            raise ConfigError(f"model.block_layers={block_layers} with model.num_experts={num_experts}: "
+                              "the expert library is one layer per step; use block_layers=1")
+        self.block_layers = int(block_layers)
+        layers = [Block(d_model, n_heads, mlp_ratio, gated_attention, dropout, mlp=experts)
+                  for _ in range(self.block_layers)]
+        # one layer keeps its parameter names (block.attn...), so older checkpoints still load
+        self.block = layers[0] if self.block_layers == 1 else nn.Sequential(*layers)
         self.h_init = nn.Parameter(torch.randn(d_model) * 0.02)
         self.state_norm = nn.RMSNorm(d_model) if state_norm else nn.Identity()
         self.out_norm = nn.RMSNorm(d_model)
@@ -165,7 +180,7 @@ class DynTRM(nn.Module):
     @property
     def experts(self) -> ExpertLibrary | None:
         """The block's expert library (None for a dense MLP); one module, not a second copy."""
-        mlp = self.block.mlp
+        mlp = getattr(self.block, "mlp", None)
         return mlp if isinstance(mlp, ExpertLibrary) else None
 
     def init_state(self, batch: dict[str, Tensor]) -> State:
