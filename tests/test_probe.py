@@ -1,0 +1,54 @@
+"""scripts/probe_halting.py: its trace reproduces the model's own exits, and it reports both splits."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY
+
+from rds_act.train import train
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    module = importlib.import_module("probe_halting")
+    monkeypatch.setattr(module, "FIT_SAMPLES", 64)
+    monkeypatch.setattr(module, "FIT_ITERS", 5)
+    return module
+
+
+def test_exits_is_the_first_halting_step_or_the_last(probe):
+    halt = torch.tensor([[False, True, False], [True, True, False], [False, False, False]])
+    assert probe.exits(halt).tolist() == [2, 1, 3]
+
+
+def test_probe_runs_on_a_checkpoint_and_its_own_exits_match_adaptive_forward(
+        probe, compose_cfg, tmp_path, monkeypatch, capsys):
+    cfg = compose_cfg("act=better_plsd", *[a for a in TINY if not a.startswith("callbacks")],
+                      "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "test=false")
+    train(cfg)
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    monkeypatch.setattr(sys, "argv", ["probe", f"ckpt_path={ckpt}", "task.datamodule.n_test=40",
+                                      "task.datamodule.n_ood=40"])
+    module, dm = probe.build(probe.compose_from_argv())
+    batch = dm.make_split("test")
+    _, own, _ = probe.trace(module, batch, module.model.T_max)
+    _, expected = module.model.adaptive_forward(batch, module.exit_rule)
+    assert torch.equal(probe.exits(own), expected)
+    probe.main()
+    out = capsys.readouterr().out
+    assert out.count("model's own halting") == 2 and out.count("probe, hidden") == 4
+    assert "test: accuracy at each step" in out and "ood: accuracy at each step" in out
+
+
+def test_probe_needs_a_checkpoint(probe, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["probe"])
+    with pytest.raises(SystemExit, match="ckpt_path=<checkpoint> is required"):
+        probe.main()
