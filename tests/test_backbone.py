@@ -42,8 +42,8 @@ def test_one_block_shared_across_steps():
 
 def test_block_layers_stack_layers_inside_the_one_shared_block():
     one, two = make_model(T_max=3), make_model(T_max=3, block_layers=2)
-    size = lambda m: sum(p.numel() for p in m.block.parameters())  # noqa: E731
-    assert size(two) == 2 * size(one)
+    assert sum(p.numel() for p in two.block.parameters()) == 2 * sum(
+        p.numel() for p in one.block.parameters())
     assert [n for n, _ in one.named_parameters() if n.startswith("block.")][0] == "block.norm1.weight"
     with torch.no_grad():  # layer 0 = the one-layer block, layer 1 = identity (zero residual outputs)
         rest = {k: v for k, v in one.state_dict().items() if not k.startswith("block.")}
@@ -62,6 +62,7 @@ def test_block_layers_stack_layers_inside_the_one_shared_block():
 @pytest.mark.parametrize("kwargs, message", [
     ({"block_layers": 0}, r"model.block_layers=0 must be an integer >= 1"),
     ({"block_layers": 1.5}, r"model.block_layers=1.5 must be an integer >= 1"),
+    ({"block_layers": "2"}, r"model.block_layers=2 must be an integer >= 1"),
     ({"block_layers": 2, "num_experts": 4}, r"model.block_layers=2 with model.num_experts=4"),
 ])
 def test_bad_block_layers_raise(kwargs, message):

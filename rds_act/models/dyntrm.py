@@ -105,10 +105,10 @@ class DynTRM(nn.Module):
     ``balance_weight`` is read by the LightningModule, which adds ``balance_weight`` times the
     library's load-balancing loss to the training loss (kept here so it is a ``model.`` key).
     ``block_layers=n`` makes the one re-entrant block n attention + MLP layers deep (TRM's is 2);
-    every step applies all n, still with the same weights at every step. A one-layer step has
-    one attention hop; on RPC that hop follows the pointer, and whether the value reached ends
-    the chain (is no key) is only seen by the next step's failed lookup, so the answer is sure
-    one step late. A second layer can look that up within the step.
+    every step applies all n, still with the same weights at every step. On full RPC a one-layer
+    step follows one pointer and sees that the value reached ends the chain only in the next
+    step's failed lookup, so it exits a step after the chain length; a two-layer block learns
+    pointer doubling and answers before it (README, Full RPC).
     """
 
     def __init__(
@@ -148,7 +148,7 @@ class DynTRM(nn.Module):
         experts = (
             ExpertLibrary(d_model, num_experts, top_k, mlp_ratio, dropout) if self.num_experts else None
         )
-        if isinstance(block_layers, bool) or int(block_layers) != block_layers or block_layers < 1:
+        if not isinstance(block_layers, int) or isinstance(block_layers, bool) or block_layers < 1:
             raise ConfigError(f"model.block_layers={block_layers} must be an integer >= 1")
         if block_layers > 1 and experts is not None:
             raise ConfigError(f"model.block_layers={block_layers} with model.num_experts={num_experts}: "
