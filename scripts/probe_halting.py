@@ -18,23 +18,19 @@ import torch.nn.functional as F
 from _common import build, compose_from_argv
 from torch import Tensor, nn
 
+from rds_act.act import first_exit
+
 FIT_SAMPLES, FIT_ITERS, BATCH = 8000, 1500, 2048
 FIT_START = 1_000_000  # fit on val-distribution samples far from the val split's own indices
 
 
 @torch.no_grad()
 def trace(module, batch: dict[str, Tensor], steps: int) -> tuple[Tensor, Tensor, Tensor]:
-    """[steps, B, d] pooled states, [steps, B] own halt decisions, [steps, B] right or not."""
-    model, states, halts, right = module.model.eval(), [], [], []
-    state, carry = model.init_state(batch), None
-    for t in range(1, steps + 1):
-        out = model.step(state)
-        state = out.state
-        halt, carry = module.exit_rule(out, t, carry)
-        states.append(out.summary.float())
-        halts.append(halt)
-        right.append(module.task_loss.correct(out.pred, batch).float())
-    return torch.stack(states), torch.stack(halts), torch.stack(right)
+    """[steps, B, d] pooled states, [B] the model's own exit steps, [steps, B] right or not."""
+    unrolled = module.model.eval().unroll(batch, steps)
+    own = first_exit(unrolled, module.exit_rule, steps)
+    right = module.task_loss.correct(unrolled.preds, batch).float()
+    return unrolled.summaries.float(), own, right
 
 
 def exits(halt: Tensor) -> Tensor:
@@ -85,7 +81,7 @@ def main() -> None:
         states, own, right = trace(module, batch, module.steps_for(split))
         required = batch["steps_required"]
         print(f"{split}: accuracy at each step {' '.join(f'{a:.2f}' for a in right.mean(1).tolist())}")
-        report("model's own halting", exits(own), right, required)
+        report("model's own halting", own, right, required)
         with torch.no_grad():
             for name, head in heads.items():
                 report(name, exits(head((states - mean) / std).squeeze(-1) > 0), right, required)
