@@ -10,7 +10,7 @@ import hydra
 import pytest
 
 from rds_act.build import build_module
-from rds_act.cli import CONFIG_GROUPS, check_group_choices, group_options
+from rds_act.cli import CONF_DIR, CONFIG_GROUPS, check_group_choices, group_options
 from rds_act.errors import ConfigError
 
 
@@ -299,3 +299,13 @@ def test_an_output_dir_that_cannot_be_created_is_one_line(tmp_path, monkeypatch)
     monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # a read-only disk
     with pytest.raises(ConfigError, match=r"hydra.sweep.dir='.*' cannot be created: .* is not writable"):
         cli.check_output_dir(["-m", f"hydra.sweep.dir={tmp_path / 'sweep'}"], "train")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_named_experiment_composes_and_builds(compose_cfg, name):
+    """``experiment=<name>`` is one command in the README: each must compose, pass validation
+    and build its model and datamodule (a key renamed elsewhere would break it silently)."""
+    cfg = compose_cfg(f"experiment={name}", "logger=none")
+    module, datamodule = build_module(cfg)
+    assert module.model.T_max == cfg.task.T_max
+    assert cfg.task.name.startswith(datamodule.name)  # rpc_small is the rpc generator
