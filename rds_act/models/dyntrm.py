@@ -107,8 +107,9 @@ class DynTRM(nn.Module):
     ``block_layers=n`` makes the one re-entrant block n attention + MLP layers deep (TRM's is 2);
     every step applies all n, still with the same weights at every step. On full RPC a one-layer
     step follows one pointer and sees that the value reached ends the chain only in the next
-    step's failed lookup, so it exits a step after the chain length; a two-layer block learns
-    pointer doubling and answers before it (README, Full RPC).
+    step's failed lookup, so it exits a step after the chain length; a two-layer block sees it
+    within the step and answers at the chain length, or before it where it learns pointer
+    doubling (README, Full RPC: seed 1 and seed 0).
     """
 
     def __init__(
