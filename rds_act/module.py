@@ -10,7 +10,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from rds_act.act.base import ACTStrategy, StepStack, first_exit
+from rds_act.act.base import ACTStrategy, StepStack, first_exit, oracle_step
 from rds_act.errors import ConfigError
 from rds_act.loggers import log_step_charts
 from rds_act.losses import TaskLoss
@@ -61,8 +61,11 @@ class ACTLitModule(LightningModule):
         # only a model with an expert library logs balance loss and expert usage
         experts = getattr(model, "experts", None)
         self.usage = ExpertUsageCurves(model.T_max, experts.num_experts) if experts is not None else None
-        # accuracy on the epoch's training samples, at each sample's exit and at the last step
-        self.train_acc = nn.ModuleDict({"exit": MeanMetric(), "final": MeanMetric()})
+        # accuracy on the epoch's training samples: at each sample's exit, at the last step and
+        # at its t* (the lowest-loss step); the curriculum promotes on the one it names
+        self.train_acc = nn.ModuleDict(
+            {"exit": MeanMetric(), "final": MeanMetric(), "oracle": MeanMetric()}
+        )
         self.samples_seen = 0  # training samples so far, all ranks together (learning curves)
         self._erank: list[Tensor] | None = None
         self.predictions: list[dict] = []  # per-sample rows of the last test run
@@ -113,9 +116,11 @@ class ACTLitModule(LightningModule):
         with torch.no_grad():
             exit_step = first_exit(stack.unrolled, self.act, stack.steps)
             hit = stack.correct.gather(0, (exit_step - 1)[None])[0].float()
+            at_oracle = stack.correct.gather(0, (oracle_step(stack.losses) - 1)[None])[0].float()
         final = stack.correct[-1].float()
         self.train_acc["exit"].update(hit)
         self.train_acc["final"].update(final)
+        self.train_acc["oracle"].update(at_oracle)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
         self.log("train/acc", hit.mean(), batch_size=n)

@@ -198,6 +198,19 @@ def test_vector_encoder_refuses_counts_it_cannot_embed():
         encoder({"x": torch.zeros(2, 4), "count": torch.tensor([3, 17])})
 
 
+def test_vector_encoder_position_scale():
+    """Coordinate embeddings start at ``pos_std`` (large, so attention can find a source
+    coordinate by position from the start); a negative scale is refused by name."""
+    from rds_act.errors import ConfigError
+    from rds_act.models.layers import VectorEncoder
+
+    torch.manual_seed(0)
+    assert float(VectorEncoder(n_coords=32, d_model=64).pos.std()) == pytest.approx(1.0, rel=0.1)
+    assert VectorEncoder(n_coords=32, d_model=64, pos_std=0.02).pos.std() < 0.03
+    with pytest.raises(ConfigError, match=r"task.encoder.pos_std=-1.0 is out of range"):
+        VectorEncoder(n_coords=4, d_model=8, pos_std=-1.0)
+
+
 def test_step_signal_tells_the_shared_block_which_step_it_is_on():
     """A state that is a fixed point of the block stays put without the signal; with it, the
     same state and input give a different output at each step."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 import pytest
+import torch
 from helpers import TINY
 
 from rds_act.build import build_module, build_trainer
@@ -80,3 +81,25 @@ def test_training_promotes_and_logs_the_level(compose_cfg):
     assert float(module.trainer.callback_metrics["curriculum/level"]) == 4.0
     assert module.samples_seen == 3 * 64
     assert set(datamodule.data["train"].tensors["difficulty"].tolist()) <= {1, 2, 3}
+
+
+def test_each_curriculum_metric_is_the_accuracy_at_its_own_step(compose_cfg):
+    """``final`` scores the last step, ``oracle`` each sample's lowest-loss step t*, ``exit`` its
+    exit: a loss at t* alone never trains the last step, so it needs ``oracle`` to promote."""
+    cfg = compose_cfg("task=sparse_transform", *TINY, "task.loss.tol=2.0", "model.T_max=4",
+                      "task.T_max=4", "task.ood_T_max=4")
+    L.seed_everything(0)
+    module, dm = build_module(cfg)
+    module.log = module.log_dict = lambda *args, **kwargs: None  # no trainer attached
+    dm.trainer = FakeTrainer()
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    module.training_step(batch, 0)
+    with torch.no_grad():
+        stack = module.stack(batch)
+    t_star = stack.losses.argmin(0)
+    oracle = stack.correct.gather(0, t_star[None])[0].float().mean()
+    final = stack.correct[-1].float().mean()
+    assert oracle != final  # this batch tells the two apart
+    assert float(module.train_acc["oracle"].compute()) == pytest.approx(float(oracle))
+    assert float(module.train_acc["final"].compute()) == pytest.approx(float(final))

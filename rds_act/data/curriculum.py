@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rds_act.errors import ConfigError, check_choice
 
-METRICS = ("final", "exit")
+METRICS = ("final", "exit", "oracle")
 
 
 class Curriculum:
@@ -17,7 +17,9 @@ class Curriculum:
 
     ``metric`` names the accuracy that counts: ``final`` (at the last step: what the backbone can
     do, independent of a halting head that is still learning; the default) or ``exit`` (at each
-    sample's own exit step).
+    sample's own exit step) or ``oracle`` (at each sample's t*, the step with the lowest loss:
+    what a loss at t* alone trains, such as ``better_plsd`` with ``ds_weight=0``, under which
+    the last step is never trained and ``final`` would never promote).
     """
 
     def __init__(
