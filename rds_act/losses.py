@@ -23,6 +23,11 @@ class TaskLoss:
         """Per-sample mean squared error (regression tasks only)."""
         return None
 
+    def changed_sq_error(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor | None:
+        """Per-sample sum of squared errors over the coordinates in ``batch['mask']`` (those the
+        task's rule changes; regression tasks with a mask only)."""
+        return None
+
 
 class CrossEntropyLoss(TaskLoss):
     """Classification: cross-entropy, correct = argmax matches the label."""
@@ -57,3 +62,8 @@ class WeightedMSELoss(TaskLoss):
 
     def sq_error(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return ((pred - batch["y"]) ** 2).mean(-1)
+
+    def changed_sq_error(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor | None:
+        if "mask" not in batch:
+            return None
+        return ((pred - batch["y"]) ** 2 * batch["mask"]).sum(-1)

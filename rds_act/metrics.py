@@ -33,11 +33,15 @@ class ExitRecord:
     steps_required: Tensor | None = None
     sq_error_exit: Tensor | None = None
     difficulty: Tensor | None = None
+    # regression with a mask of changed coordinates: [B, 4] of (sum of squared errors at the
+    # exit, number of changed coordinates, sum and sum of squares of their targets)
+    changed: Tensor | None = None
 
     @classmethod
     def from_stack(
         cls, stack: StepStack, exit_step: Tensor, steps_required: Tensor | None = None,
         sq_errors: Tensor | None = None, difficulty: Tensor | None = None,
+        changed_sq: Tensor | None = None, batch: dict[str, Tensor] | None = None,
     ) -> ExitRecord:
         """Gather every sample's values at its own exit step, its oracle step and the last step."""
         t_star = oracle_step(stack.losses)
@@ -54,7 +58,16 @@ class ExitRecord:
             steps_required=steps_required,
             sq_error_exit=None if sq_errors is None else at(sq_errors, exit_step),
             difficulty=difficulty,
+            changed=None if changed_sq is None else changed_stats(at(changed_sq, exit_step), batch),
         )
+
+
+def changed_stats(sq_exit: Tensor, batch: dict[str, Tensor]) -> Tensor:
+    """[B, 4]: what ``ChangedRelativeMSE`` sums over a split (see ``ExitRecord.changed``)."""
+    mask, y = batch["mask"].double(), batch["y"].double()
+    return torch.stack(
+        [sq_exit.double(), mask.sum(-1), (y * mask).sum(-1), (y * y * mask).sum(-1)], -1
+    )
 
 
 def prediction_rows(record: ExitRecord, split: str, index: Tensor) -> list[dict]:
@@ -146,6 +159,28 @@ class ExitMSE(_SampleMean):
 
     def value(self, r):
         return r.sq_error_exit, None
+
+
+class ChangedRelativeMSE(Metric):
+    """MSE at the exit on the coordinates the task's rule changes, over their variance across the
+    split: 0 is exact, 1 is no better than predicting their mean (sparse_transform's target:
+    <= 0.01). Unchanged coordinates, which a copy gets right, do not dilute it."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("sums", torch.zeros(4, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, record: ExitRecord) -> None:
+        if record.changed is not None:
+            self.sums += record.changed.sum(0)
+
+    def compute(self) -> Tensor:
+        sq, n, y, y2 = self.sums
+        if n <= 0:
+            return torch.tensor(float("nan"))
+        return (sq / n) / (y2 / n - (y / n) ** 2)
 
 
 class AverageExit(_SampleMean):
@@ -268,6 +303,7 @@ def exit_metrics(prefix: str, regression: bool = False) -> MetricCollection:
     }
     if regression:
         metrics["mse"] = ExitMSE()
+        metrics["changed_rel_mse"] = ChangedRelativeMSE()
     return MetricCollection(metrics, prefix=f"{prefix}/", compute_groups=False)
 
 

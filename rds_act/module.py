@@ -91,8 +91,9 @@ class ACTLitModule(LightningModule):
         else:
             exit_step = first_exit(stack.unrolled, self.exit_rule, steps)
         sq = self.task_loss.sq_error(stack.unrolled.preds, batch)
+        changed = self.task_loss.changed_sq_error(stack.unrolled.preds, batch)
         record = ExitRecord.from_stack(
-            stack, exit_step, batch.get("steps_required"), sq, batch.get("difficulty")
+            stack, exit_step, batch.get("steps_required"), sq, batch.get("difficulty"), changed, batch
         )
         return stack, record
 

@@ -32,7 +32,8 @@ PREDICTION_COLUMNS = (
 # the step columns the plots read; older runs without ``difficulty`` still load
 STEP_COLUMNS = ("exit_step", "oracle_step", "steps_required")
 # printed after every train/eval run, per split
-HEADLINE_METRICS = ("acc", "oracle_acc", "final_acc", "mse", "avg_exit", "oracle_step", "esa", "csr")
+HEADLINE_METRICS = ("acc", "oracle_acc", "final_acc", "mse", "changed_rel_mse", "avg_exit",
+                    "oracle_step", "esa", "csr")
 # the report's summary table
 TABLE_METRICS = ("test/acc", "test/mse", "test/avg_exit", "test/esa", "test/csr",
                  "ood/acc", "ood/mse", "ood/avg_exit")

@@ -84,3 +84,25 @@ def test_metrics_accumulate_across_batches():
     out = metrics.compute()
     assert out["val/avg_exit"].item() == pytest.approx(2.5)
     assert math.isnan(out["val/over_rate"].item())  # no steps_required given: undefined, not 0
+
+
+def test_changed_relative_mse_is_the_error_on_changed_coordinates_over_their_variance():
+    """Two batches, one split: errors only on the masked coordinates count, and the variance is
+    that of the masked targets over the whole split (not per batch, not of every coordinate)."""
+    from rds_act.losses import WeightedMSELoss
+    from rds_act.metrics import ChangedRelativeMSE, ExitRecord
+
+    loss = WeightedMSELoss()
+    metric = ChangedRelativeMSE()
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    batches = [torch.tensor([[1.0, 3.0, 50.0], [1.0, 3.0, -50.0]]),
+               torch.tensor([[5.0, 7.0, 9.0], [5.0, 7.0, 0.0]])]
+    for y in batches:
+        batch = {"y": y, "mask": mask}
+        pred = torch.stack([y + 9.0, y + torch.tensor([0.5, -0.5, 4.0])])  # [T=2, B, 3]
+        sq = loss.changed_sq_error(pred, batch)
+        assert sq.shape == (2, 2)
+        stack = make_stack([[1.0, 1.0], [0.0, 0.0]])
+        metric.update(ExitRecord.from_stack(stack, torch.tensor([2, 2]), changed_sq=sq, batch=batch))
+    # changed targets 1,3,1,3,5,7,5,7: variance 5; error 0.5 on each: MSE 0.25
+    assert float(metric.compute()) == pytest.approx(0.25 / 5.0)
