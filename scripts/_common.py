@@ -14,13 +14,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rds_act.build import build_module  # noqa: E402
 from rds_act.checkpoint import load_module, with_checkpoint_choices  # noqa: E402
-from rds_act.cli import CONF_DIR  # noqa: E402
+from rds_act.cli import (  # noqa: E402
+    CONF_DIR,
+    check_composes,
+    check_group_choices,
+    one_line_errors,
+)
 
 
 def compose_from_argv(extra: list[str] | None = None) -> DictConfig:
     """The train config with ``key=value`` overrides from the command line (``ckpt_path=`` too:
     then composed with the checkpoint's own group choices, so ``act.threshold=0.9`` finds its key)."""
+    check_group_choices(sys.argv[1:])
     overrides = with_checkpoint_choices([*(extra or []), *sys.argv[1:]])
+    check_composes(overrides, "train")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
@@ -39,3 +46,9 @@ def build(cfg: DictConfig):
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_main(main) -> None:
+    """A script's entry point: bad input (an unknown option or key, a missing, corrupt or foreign
+    checkpoint, a value out of range) is one ``error:`` line and exit 2, as in ``rds-act-*``."""
+    one_line_errors(main)()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 import torch
-from _common import build, compose_from_argv, device
+from _common import build, compose_from_argv, device, run_main
 
 BATCH, REPEATS = 1024, 5
 
@@ -63,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

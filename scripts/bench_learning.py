@@ -11,10 +11,11 @@ that compares across machines; seconds are this machine's.
 from __future__ import annotations
 
 import lightning as L
-from _common import compose_from_argv
+from _common import compose_from_argv, run_main
 
 from rds_act.build import build_module, build_trainer
 from rds_act.callbacks import TimeToAccuracy
+from rds_act.errors import ConfigError
 
 THRESHOLDS = (0.5, 0.9, 0.99)
 
@@ -22,6 +23,9 @@ THRESHOLDS = (0.5, 0.9, 0.99)
 def main() -> None:
     cfg = compose_from_argv(["logger=none", "callbacks=none", "test=false",
                              "trainer.enable_progress_bar=false"])
+    if cfg.get("ckpt_path"):
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: bench_learning times training from "
+                          "scratch; leave ckpt_path out")
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build_module(cfg)
     clock = TimeToAccuracy(THRESHOLDS, "val/acc", stop=True)
@@ -40,4 +44,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -16,7 +16,9 @@ import subprocess
 import sys
 
 import torch
-from _common import build, compose_from_argv
+from _common import build, compose_from_argv, run_main
+
+from rds_act.errors import ConfigError
 
 T_VALUES, BATCH = (4, 8, 16, 32), 512
 
@@ -52,11 +54,15 @@ def main() -> None:
         row = []
         for k in ("null", "1"):
             env = {**os.environ, "BENCH_T": str(steps), "BENCH_K": k}
-            out = subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env, text=True,
-                                 capture_output=True, check=True).stdout
-            row.append(json.loads(out.strip().splitlines()[-1])["mib"])
+            proc = subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env, text=True,
+                                  capture_output=True)
+            if proc.returncode == 2:  # the child's one-line report of bad input
+                raise ConfigError(proc.stderr.strip().splitlines()[-1].removeprefix("error: "))
+            if proc.returncode:
+                raise RuntimeError(f"T_max={steps} failed:\n{proc.stderr[-2000:]}")
+            row.append(json.loads(proc.stdout.strip().splitlines()[-1])["mib"])
         print(f"{steps:>6} {row[0]:>16.1f} {row[1]:>13.1f}")
 
 
 if __name__ == "__main__":
-    child() if "BENCH_T" in os.environ else main()
+    run_main(child if "BENCH_T" in os.environ else main)

@@ -14,7 +14,7 @@ import time
 
 import lightning as L
 import torch
-from _common import build, compose_from_argv
+from _common import build, compose_from_argv, run_main
 from omegaconf import open_dict
 
 STEPS, WARMUP = 60, 10
@@ -89,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from _common import build, compose_from_argv
+from _common import build, compose_from_argv, run_main
 from torch import Tensor, nn
 
 from rds_act.act import first_exit
@@ -88,4 +88,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,3 +53,20 @@ def test_probe_needs_a_checkpoint(probe, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["probe"])
     with pytest.raises(SystemExit, match="ckpt_path=<checkpoint> is required"):
         probe.main()
+
+
+
+SCRIPTS_WITH_CONFIG = sorted(p.name for p in SCRIPTS.glob("*.py")
+                             if p.name not in ("_common.py", "bench_ddp.py"))
+
+
+@pytest.mark.parametrize("script, arg, named", [
+    *[(s, "ckpt_path=/no/such.ckpt", "/no/such.ckpt") for s in SCRIPTS_WITH_CONFIG],
+    ("probe_halting.py", "act=nope", "nope"), ("probe_halting.py", "model.nope=3", "model.nope")])
+def test_scripts_report_bad_input_in_one_line_with_exit_2(script, arg, named):
+    """A bad override or checkpoint is one ``error:`` line naming it and exit 2, as in rds-act-*."""
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), arg], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-500:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], proc.stderr
