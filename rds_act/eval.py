@@ -14,7 +14,13 @@ from omegaconf import DictConfig
 
 from rds_act.build import build_trainer
 from rds_act.checkpoint import load_module, with_checkpoint_choices
-from rds_act.cli import CONF_DIR, check_group_choices, check_override_keys, one_line_errors
+from rds_act.cli import (
+    CONF_DIR,
+    check_composes,
+    check_group_choices,
+    check_override_keys,
+    one_line_errors,
+)
 from rds_act.results import collect_metrics, save_results
 
 
@@ -38,6 +44,7 @@ def main() -> None:
     one_line_errors(check_group_choices)(sys.argv[1:])
     one_line_errors(check_override_keys)(sys.argv[1:], "eval")
     sys.argv[1:] = with_checkpoint_choices(sys.argv[1:])
+    one_line_errors(check_composes)(sys.argv[1:], "eval")
     _hydra_main()
 
 

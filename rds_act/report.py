@@ -19,7 +19,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from rds_act.cli import CONF_DIR, one_line_errors, parse_override
+from rds_act.cli import CONF_DIR, check_composes, one_line_errors, parse_override
 from rds_act.errors import ConfigError
 from rds_act.plots import write_plots
 from rds_act.results import TABLE_METRICS
@@ -134,6 +134,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     sys.argv[1:] = one_line_errors(positional_to_override)(sys.argv[1:])
+    one_line_errors(check_composes)(sys.argv[1:], "report")
     _hydra_main()
 
 

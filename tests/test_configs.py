@@ -273,15 +273,18 @@ def test_a_misspelt_top_level_key_fails_in_one_line():
     check_override_keys(["eval.exit_rule=entropy", "ckpt_path=x"], "eval")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.nope=3", r"error: Could not override 'model.nope'.*use \+model.nope=3"),
-    ("model.d_model=[64", "error: .*no viable alternative at input"),
+@pytest.mark.parametrize("command, override, message", [
+    ("train", "model.nope=3", r"error: Could not override 'model.nope'.*use \+model.nope=3"),
+    ("train", "model.d_model=[64", "error: .*no viable alternative at input"),
+    ("eval", "model.nope=3", r"error: Could not override 'model.nope'"),
+    ("report", "nope=3", r"error: Could not override 'nope'"),
 ])
-def test_hydra_override_errors_are_one_line(tmp_path, override, message):
+def test_hydra_override_errors_are_one_line(tmp_path, command, override, message):
     """What Hydra itself rejects (a key the config does not have, an override it cannot parse)
-    comes out as one error line and exit 2, before any run dir exists."""
-    proc = subprocess.run([sys.executable, "-m", "rds_act.train", override], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120)
+    comes out as one error line and exit 2, before any run dir exists, from every entry point."""
+    extra = ["ckpt_path=run/checkpoints/last.ckpt"] if command == "eval" else []
+    proc = subprocess.run([sys.executable, "-m", f"rds_act.{command}", *extra, override],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and re.match(message, lines[0]), proc.stderr
