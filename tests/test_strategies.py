@@ -343,6 +343,19 @@ def test_ponder_lambda_p_one_stays_finite():
     assert torch.isfinite(loss)
 
 
+def test_ponder_gradient_stays_finite_when_a_halting_unit_saturates():
+    """σ(20) is 1.0 in float32, so every later p is exactly 0: the KL's p log p must not send
+    log 0 into the gradient (it turned a parity run's weights NaN at epoch 8)."""
+    halt = torch.tensor([[20.0, 0.0], [0.0, 40.0], [0.0, 0.0]], requires_grad=True)
+    unrolled = Unrolled(torch.zeros(3, 2, 3), torch.stack([halt, torch.zeros(3, 2)], -1),
+                        torch.zeros(3, 2, 4))
+    stack = StepStack(unrolled, torch.tensor([[1.0, 1.0], [2.0, 2.0], [4.0, 4.0]]),
+                      torch.zeros(3, 2, dtype=torch.bool), None)
+    loss, _ = Ponder(beta=0.1).loss(stack, {})
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(halt.grad).all(), halt.grad
+
+
 def test_ponder_cumulative_inference():
     # λ = 0.3 then 0.4: halting mass 0.3, then 1 - 0.7 * 0.6 = 0.58 > 0.5 -> exit at 2
     # sample 2: λ = 0.1 throughout -> 0.1, 0.19, 0.271 -> forced at 3

@@ -61,8 +61,10 @@ class Ponder(ACTStrategy):
         p = halting_distribution(stack.unrolled.halt_logits[..., 0].float())
         task = (p * stack.losses).sum(0).mean()
         prior = truncated_geometric(self.lambda_p, stack.steps, p.device)[:, None]
-        log_prior = prior.clamp_min(torch.finfo(prior.dtype).tiny).log()
-        kl = (torch.xlogy(p, p) - p * log_prior).sum(0).mean()
+        tiny = torch.finfo(p.dtype).tiny
+        # p log p with the log clamped: a saturated halting unit (σ = 1.0 in float32) makes later
+        # p exactly 0, where xlogy's gradient, log p + 1, is -inf and turns every weight NaN
+        kl = (p * (p.clamp_min(tiny).log() - prior.clamp_min(tiny).log())).sum(0).mean()
         t = step_index(stack.steps, p.device).to(p.dtype)[:, None]
         logs = {"task_loss": task.detach(), "ponder_kl": kl.detach(),
                 "expected_steps": (p * t).sum(0).mean().detach()}
