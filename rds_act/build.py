@@ -3,6 +3,8 @@ the scripts and the tests. Writing results is ``rds_act.results``' job."""
 
 from __future__ import annotations
 
+import logging
+
 import hydra
 from lightning import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
@@ -13,6 +15,8 @@ from rds_act.act.exits import build_exit_rule
 from rds_act.errors import ConfigError
 from rds_act.module import ACTLitModule
 from rds_act.validate import validate_config
+
+log = logging.getLogger(__name__)
 
 
 def build_module(
@@ -37,6 +41,7 @@ def build_module(
     exit_rule = build_exit_rule(
         eval_cfg.get("exit_rule", "halt_head"), act, eval_cfg.get("threshold"), task_loss.kind
     )
+    warn_untrained_curriculum_step(datamodule, act)
     ood_T_max = int(cfg.task.get("ood_T_max") or model.T_max)
     if ood_T_max < model.T_max:
         raise ConfigError(
@@ -54,6 +59,18 @@ def build_module(
         },
     )
     return module, datamodule
+
+
+def warn_untrained_curriculum_step(datamodule: LightningDataModule, act) -> None:
+    """A curriculum scored at the last step, with a loss that trains only each sample's t*
+    (``better_plsd`` with ``ds_weight=0``), promotes only when t* happens to be the last step:
+    it would stall without saying why, so say it once in the log."""
+    curriculum = getattr(datamodule, "curriculum", None)
+    if (curriculum is not None and curriculum.metric == "final"
+            and getattr(act, "name", "") == "better_plsd" and getattr(act, "ds_weight", 1) == 0):
+        log.warning("task.datamodule.curriculum.metric=final with act=better_plsd act.ds_weight=0: "
+                    "the loss trains only each sample's t*, never the last step the curriculum "
+                    "scores; use curriculum.metric=oracle (or exit)")
 
 
 def build_trainer(

@@ -103,3 +103,14 @@ def test_each_curriculum_metric_is_the_accuracy_at_its_own_step(compose_cfg):
     assert oracle != final  # this batch tells the two apart
     assert float(module.train_acc["oracle"].compute()) == pytest.approx(float(oracle))
     assert float(module.train_acc["final"].compute()) == pytest.approx(float(final))
+
+
+@pytest.mark.parametrize("metric, ds_weight, warned", [
+    ("final", 0.0, True), ("oracle", 0.0, False), ("final", 0.5, False)])
+def test_a_curriculum_scored_at_a_step_the_loss_never_trains_is_warned(
+        compose_cfg, caplog, metric, ds_weight, warned):
+    cfg = compose_cfg("task=rpc", "act=better_plsd", f"act.ds_weight={ds_weight}",
+                      f"task.datamodule.curriculum.metric={metric}")
+    with caplog.at_level("WARNING", logger="rds_act.build"):
+        build_module(cfg)
+    assert ("curriculum.metric=final with act=better_plsd" in caplog.text) == warned
