@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from rds_act.act.base import ACTStrategy
 from rds_act.act.exits import build_exit_rule
 from rds_act.errors import ConfigError
 from rds_act.module import ACTLitModule
@@ -61,16 +62,15 @@ def build_module(
     return module, datamodule
 
 
-def warn_untrained_curriculum_step(datamodule: LightningDataModule, act) -> None:
-    """A curriculum scored at the last step, with a loss that trains only each sample's t*
-    (``better_plsd`` with ``ds_weight=0``), promotes only when t* happens to be the last step:
-    it would stall without saying why, so say it once in the log."""
+def warn_untrained_curriculum_step(datamodule: LightningDataModule, act: ACTStrategy) -> None:
+    """A curriculum scored at the last step, with a loss that does not train it (the loss at t*
+    alone), promotes only when t* happens to be the last step: it would stall without saying
+    why, so say it once in the log."""
     curriculum = getattr(datamodule, "curriculum", None)
-    if (curriculum is not None and curriculum.metric == "final"
-            and getattr(act, "name", "") == "better_plsd" and getattr(act, "ds_weight", 1) == 0):
-        log.warning("task.datamodule.curriculum.metric=final with act=better_plsd act.ds_weight=0: "
-                    "the loss trains only each sample's t*, never the last step the curriculum "
-                    "scores; use curriculum.metric=oracle (or exit)")
+    if curriculum is not None and curriculum.metric == "final" and not act.trains_last_step:
+        log.warning(f"task.datamodule.curriculum.metric=final with act={act.name}: the loss "
+                    "trains only each sample's t*, never the last step the curriculum scores; "
+                    "use curriculum.metric=oracle (or exit)")
 
 
 def build_trainer(

@@ -91,6 +91,12 @@ class ACTStrategy:
 
     name = "base"
 
+    @property
+    def trains_last_step(self) -> bool:
+        """Whether the loss trains the last step's answer for every sample (what a curriculum
+        with ``metric=final`` scores); False for a loss at each sample's t* alone."""
+        return True
+
     def __init__(self) -> None:
         self.epoch = 0
 

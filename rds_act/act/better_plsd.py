@@ -32,6 +32,10 @@ class BetterPLSD(PLSD):
                          halt_target=halt_target)
         self.ds_weight = ds_weight
 
+    @property
+    def trains_last_step(self) -> bool:
+        return self.ds_weight > 0
+
     def answer_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
         at_t_star = stack.losses.gather(0, (t_star - 1)[None]).mean()
         if self.ds_weight == 0:
