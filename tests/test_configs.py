@@ -8,6 +8,7 @@ import sys
 
 import hydra
 import pytest
+from helpers import run_cli
 
 from rds_act.build import build_module
 from rds_act.cli import CONF_DIR, CONFIG_GROUPS, check_group_choices, group_options
@@ -212,8 +213,6 @@ def test_warmup_stable_decay_holds_the_rate_then_anneals():
 
 def test_a_rejected_config_leaves_no_run_dir(tmp_path):
     """Bad input costs one line and exit 2, and leaves no half-made run dir behind."""
-    from helpers import run_cli
-
     proc = run_cli("rds_act.train", ["model.T_max=0", "logger=none"], tmp_path)
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
@@ -283,8 +282,7 @@ def test_hydra_override_errors_are_one_line(tmp_path, command, override, message
     """What Hydra itself rejects (a key the config does not have, an override it cannot parse)
     comes out as one error line and exit 2, before any run dir exists, from every entry point."""
     extra = ["ckpt_path=run/checkpoints/last.ckpt"] if command == "eval" else []
-    proc = subprocess.run([sys.executable, "-m", f"rds_act.{command}", *extra, override],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = run_cli(f"rds_act.{command}", [*extra, override], tmp_path)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and re.match(message, lines[0]), proc.stderr
