@@ -48,6 +48,7 @@ def child() -> None:
 
 
 def main() -> None:
+    build(compose_from_argv())  # bad input is one error line before any table is printed
     print(f"device={'cuda' if torch.cuda.is_available() else 'cpu'} batch={BATCH}")
     print(f"{'T_max':>6} {'all steps (MiB)':>16} {'last 1 (MiB)':>13}")
     for steps in T_VALUES:

@@ -70,3 +70,4 @@ def test_scripts_report_bad_input_in_one_line_with_exit_2(script, arg, named):
     assert proc.returncode == 2, proc.stderr[-500:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], proc.stderr
+    assert proc.stdout.strip() == "", proc.stdout  # no table header as if a result followed
