@@ -36,12 +36,15 @@ class ExitRecord:
     # regression with a mask of changed coordinates: [B, 4] of (sum of squared errors at the
     # exit, number of changed coordinates, sum and sum of squares of their targets)
     changed: Tensor | None = None
+    # one label per cell: the share of a sample's answer cells right at its exit
+    cell_acc_exit: Tensor | None = None
 
     @classmethod
     def from_stack(
         cls, stack: StepStack, exit_step: Tensor, steps_required: Tensor | None = None,
         sq_errors: Tensor | None = None, difficulty: Tensor | None = None,
         changed_sq: Tensor | None = None, batch: dict[str, Tensor] | None = None,
+        cell_acc: Tensor | None = None,
     ) -> ExitRecord:
         """Gather every sample's values at its own exit step, its oracle step and the last step."""
         t_star = oracle_step(stack.losses)
@@ -59,6 +62,7 @@ class ExitRecord:
             sq_error_exit=None if sq_errors is None else at(sq_errors, exit_step),
             difficulty=difficulty,
             changed=None if changed_sq is None else changed_stats(at(changed_sq, exit_step), batch),
+            cell_acc_exit=None if cell_acc is None else at(cell_acc, exit_step),
         )
 
 
@@ -76,11 +80,12 @@ def prediction_rows(record: ExitRecord, split: str, index: Tensor) -> list[dict]
     required = record.steps_required if record.steps_required is not None else torch.zeros(n)
     difficulty = record.difficulty.tolist() if record.difficulty is not None else [""] * n
     error = record.sq_error_exit.tolist() if record.sq_error_exit is not None else [""] * n
+    cells = record.cell_acc_exit.tolist() if record.cell_acc_exit is not None else [""] * n
     columns = zip(
         index.tolist(), record.exit_step.tolist(), record.oracle_step.tolist(), required.tolist(),
         difficulty, record.correct_exit.int().tolist(), record.correct_oracle.int().tolist(),
         record.correct_final.int().tolist(), record.loss_exit.tolist(), record.loss_first.tolist(),
-        record.loss_oracle.tolist(), error, strict=True,
+        record.loss_oracle.tolist(), error, cells, strict=True,
     )
     return [dict(zip(PREDICTION_COLUMNS, (split, *row, record.steps), strict=True)) for row in columns]
 
@@ -145,6 +150,13 @@ class FinalAccuracy(_SampleMean):
 
     def value(self, r):
         return r.correct_final, None
+
+
+class CellAccuracy(_SampleMean):
+    """Share of answer cells right at each sample's exit (tasks with one label per cell)."""
+
+    def value(self, r):
+        return r.cell_acc_exit, None
 
 
 class ExitLoss(_SampleMean):
@@ -291,7 +303,7 @@ class InferenceGainEfficiency(Metric):
         return (self.first - self.oracle) / self.steps if self.count > 0 else torch.tensor(float("nan"))
 
 
-def exit_metrics(prefix: str, regression: bool = False) -> MetricCollection:
+def exit_metrics(prefix: str, regression: bool = False, per_cell: bool = False) -> MetricCollection:
     """The full metric set for one split, keys like ``test/acc``."""
     metrics = {
         "acc": ExitAccuracy(), "oracle_acc": OracleAccuracy(), "final_acc": FinalAccuracy(),
@@ -304,6 +316,8 @@ def exit_metrics(prefix: str, regression: bool = False) -> MetricCollection:
     if regression:
         metrics["mse"] = ExitMSE()
         metrics["changed_rel_mse"] = ChangedRelativeMSE()
+    if per_cell:  # acc is the whole answer exact (the papers' metric); cell_acc the share of cells
+        metrics["cell_acc"] = CellAccuracy()
     return MetricCollection(metrics, prefix=f"{prefix}/", compute_groups=False)
 
 

@@ -55,7 +55,8 @@ class ACTLitModule(LightningModule):
         self.run_config = run_config or {}
         regression = task_loss.kind == "regression"
         self.metrics = nn.ModuleDict(
-            {split: exit_metrics(split, regression) for split in ("val", "test", "ood")}
+            {split: exit_metrics(split, regression, getattr(task_loss, "per_cell", False))
+             for split in ("val", "test", "ood")}
         )
         self.curves = StepCurves(model.T_max)
         # only a model with an expert library logs balance loss and expert usage
@@ -92,8 +93,10 @@ class ACTLitModule(LightningModule):
             exit_step = first_exit(stack.unrolled, self.exit_rule, steps)
         sq = self.task_loss.sq_error(stack.unrolled.preds, batch)
         changed = self.task_loss.changed_sq_error(stack.unrolled.preds, batch)
+        cells = self.task_loss.cell_accuracy(stack.unrolled.preds, batch)
         record = ExitRecord.from_stack(
-            stack, exit_step, batch.get("steps_required"), sq, batch.get("difficulty"), changed, batch
+            stack, exit_step, batch.get("steps_required"), sq, batch.get("difficulty"), changed, batch,
+            cells,
         )
         return stack, record
 

@@ -27,15 +27,16 @@ PREDICTIONS_FILE = "predictions.csv"
 # one row per test/ood sample, from which every exit metric can be recomputed
 PREDICTION_COLUMNS = (
     "split", "index", "exit_step", "oracle_step", "steps_required", "difficulty", "correct",
-    "correct_oracle", "correct_final", "loss", "loss_first", "loss_oracle", "error", "steps",
+    "correct_oracle", "correct_final", "loss", "loss_first", "loss_oracle", "error", "cell_acc",
+    "steps",
 )
 # the step columns the plots read; older runs without ``difficulty`` still load
 STEP_COLUMNS = ("exit_step", "oracle_step", "steps_required")
 # printed after every train/eval run, per split
-HEADLINE_METRICS = ("acc", "oracle_acc", "final_acc", "mse", "changed_rel_mse", "avg_exit",
+HEADLINE_METRICS = ("acc", "cell_acc", "oracle_acc", "final_acc", "mse", "changed_rel_mse", "avg_exit",
                     "oracle_step", "esa", "csr")
 # the report's summary table
-TABLE_METRICS = ("test/acc", "test/mse", "test/avg_exit", "test/esa", "test/csr",
+TABLE_METRICS = ("test/acc", "test/cell_acc", "test/mse", "test/avg_exit", "test/esa", "test/csr",
                  "ood/acc", "ood/mse", "ood/avg_exit")
 SPLITS = ("val", "test", "ood")
 # metrics.json's "status": only completed runs are tabulated and averaged by the report

@@ -182,3 +182,70 @@ class VectorReadout(nn.Module):
 
     def confidence(self, pred: Tensor) -> Tensor:
         return pred.new_zeros((*pred.shape[:-1], 0))
+
+
+class GridTokenEncoder(nn.Module):
+    """Embeds a grid of integer cells (``x``: [B, H*W] or [B, H, W]), one token per cell, with
+    learned row and column embeddings (2-D positions: a cell knows its row and its column, which a
+    flat position table would have to learn cell by cell), plus an optional per-puzzle embedding
+    (``n_puzzles > 0``; ``batch['puzzle_id']``, TRM's puzzle identifiers) added to every cell.
+
+    ``pos_std`` is the scale of the position embeddings at initialisation: at 0.02 they are a few
+    percent of a normed token and attention cannot find a cell's row or column mates early on.
+    """
+
+    def __init__(self, n_tokens: int, height: int, width: int, d_model: int, pos_std: float = 1.0,
+                 n_puzzles: int = 0):
+        super().__init__()
+        check_range("task.encoder.pos_std", pos_std, 0.0)
+        for key, value in (("n_tokens", n_tokens), ("height", height), ("width", width)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"task.encoder.{key}={value!r} must be an integer >= 1")
+        self.n_tokens, self.height, self.width = n_tokens, height, width
+        self.token = nn.Embedding(n_tokens, d_model)
+        self.row = nn.Parameter(torch.randn(height, 1, d_model) * float(pos_std))
+        self.col = nn.Parameter(torch.randn(1, width, d_model) * float(pos_std))
+        self.puzzle = nn.Embedding(n_puzzles, d_model) if n_puzzles > 0 else None
+        if self.puzzle is not None:
+            nn.init.zeros_(self.puzzle.weight)  # TRM starts its puzzle embeddings at zero too
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        x = batch["x"].reshape(batch["x"].shape[0], -1)
+        cells = self.height * self.width
+        if x.shape[1] != cells:
+            raise ConfigError(f"a sample has {x.shape[1]} cells but task.encoder is "
+                              f"{self.height}x{self.width} = {cells}; set height and width to the grid's")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.n_tokens):
+            raise ConfigError(f"a cell holds token {int(x.max())} outside 0..{self.n_tokens - 1}; "
+                              "raise task.encoder.n_tokens to the task's vocabulary")
+        h = self.token(x) + (self.row + self.col).reshape(cells, -1)
+        if self.puzzle is not None:
+            h = h + self.puzzle(batch["puzzle_id"])[:, None, :]
+        return h
+
+
+class CellReadout(nn.Module):
+    """One class per cell (TRM's form): logits [B, L, n_classes] from every token.
+
+    The halting head sees the mean over the cells (``pool``); its confidence input is that of
+    the least sure cell (lowest top log-probability) and the mean entropy over cells, since a
+    whole-grid answer is only as right as its worst cell.
+    """
+
+    n_confidence = 2
+
+    def __init__(self, d_model: int, n_classes: int):
+        super().__init__()
+        self.head = nn.Linear(d_model, n_classes)
+
+    def pool(self, h: Tensor) -> Tensor:
+        return h.mean(1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.head(h)
+
+    def confidence(self, logits: Tensor) -> Tensor:
+        """[..., 2] from logits [..., L, C]: min over cells of the top log-probability, mean entropy."""
+        logp = torch.log_softmax(logits.float(), -1)
+        entropy = -(logp.exp() * logp).sum(-1).mean(-1)
+        return torch.stack([logp.max(-1).values.min(-1).values, entropy], -1).to(logits.dtype)
