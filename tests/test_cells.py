@@ -1,0 +1,113 @@
+"""Per-cell outputs: one class per cell, padding ignored, acc = the whole answer exact."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from helpers import TINY, run_cli
+
+from rds_act.act import PLSD
+from rds_act.act.base import first_exit
+from rds_act.losses import CellCrossEntropyLoss
+from rds_act.models import DynTRM
+from rds_act.models.layers import CellReadout, GridTokenEncoder
+from rds_act.module import ACTLitModule
+
+IGNORE = -100
+
+
+def logits_for(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Confident logits predicting ``labels`` [B, L] (ignored cells predict class 0)."""
+    return torch.nn.functional.one_hot(labels.clamp(min=0), classes).float() * 10
+
+
+def test_loss_and_accuracy_ignore_padding_and_score_the_whole_answer():
+    loss = CellCrossEntropyLoss(ignore_index=IGNORE)
+    y = torch.tensor([[0, 1, IGNORE, IGNORE], [1, 1, 0, 1]])
+    pred = logits_for(torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]]), 2)  # pad cells "wrong"
+    batch = {"y": y}
+    assert loss.correct(pred, batch).tolist() == [True, False]  # padding never counts
+    assert loss.cell_accuracy(pred, batch).tolist() == [1.0, 0.75]
+    per_sample = loss.loss(pred, batch)
+    assert per_sample[0] < 1e-3 and per_sample[1] > 1.0  # a mean over answer cells only
+    # a padded cell's logits do not move the loss
+    pred2 = pred.clone()
+    pred2[0, 2:] = torch.tensor([-50.0, 50.0])
+    assert torch.allclose(loss.loss(pred2, batch), per_sample)
+    # leading step axis: [T, B, L, C] -> [T, B]
+    stacked = torch.stack([pred, pred2])
+    assert loss.loss(stacked, batch).shape == (2, 2) and loss.correct(stacked, batch).shape == (2, 2)
+
+
+def test_grid_encoder_knows_rows_and_columns():
+    enc = GridTokenEncoder(n_tokens=3, height=2, width=3, d_model=8)
+    x = torch.zeros(1, 6, dtype=torch.long)
+    h = enc({"x": x})[0]  # same token everywhere: only positions differ
+    row, col = enc.row.detach()[:, 0], enc.col.detach()[0]
+    torch.testing.assert_close(h[4] - h[1], row[1] - row[0])  # same column, next row
+    torch.testing.assert_close(h[2] - h[0], col[2] - col[0])  # same row, two columns on
+    with pytest.raises(Exception, match="2x3 = 6"):
+        enc({"x": torch.zeros(1, 5, dtype=torch.long)})
+    with pytest.raises(Exception, match="n_tokens"):
+        enc({"x": torch.full((1, 6), 3)})
+
+
+def grid_model(steps: int = 4) -> DynTRM:
+    torch.manual_seed(0)
+    model = DynTRM(GridTokenEncoder(5, 3, 3, 16), CellReadout(16, 4), d_model=16, n_heads=2,
+                   T_max=steps, halt_confidence=True, state_norm=False)
+    with torch.no_grad():  # large weights, so predictions change from step to step
+        for p in model.block.parameters():
+            p.mul_(4.0)
+    return model.eval()
+
+
+class HaltAtOwnStep:
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def __call__(self, step, t, carry):
+        idx = carry if carry is not None else torch.arange(step.pred.shape[0])
+        return (idx % self.steps) + 1 == t, idx
+
+
+def test_adaptive_path_and_exits_work_per_sample_on_cell_outputs():
+    model = grid_model()
+    b = {"x": torch.randint(0, 5, (12, 9)), "y": torch.randint(0, 4, (12, 9)), "index": torch.arange(12)}
+    rule = HaltAtOwnStep(4)
+    pred, exits = model.adaptive_forward(b, rule)
+    with torch.no_grad():
+        unrolled = model.unroll(b)
+    ref = first_exit(unrolled, rule)
+    assert torch.equal(exits, ref) and pred.shape == (12, 9, 4)
+    torch.testing.assert_close(pred, unrolled.preds[ref - 1, torch.arange(12)], atol=1e-5, rtol=1e-4)
+    # the module scores every sample at its own exit: relabel so each is exact only there
+    module = ACTLitModule(model, PLSD(), CellCrossEntropyLoss(), torch.optim.AdamW, exit_rule=rule)
+    b["y"] = unrolled.preds.argmax(-1)[ref - 1, torch.arange(12)]
+    with torch.no_grad():
+        _, record = module.evaluate(b, "test")
+    assert record.correct_exit.all() and torch.equal(record.exit_step, ref)
+    assert record.cell_acc_exit.eq(1).all()
+    assert not record.correct_final.all()
+
+
+def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("rds_act.train", [
+        "task=sudoku", "task.datamodule.size=4", "task.datamodule.n_puzzles=32",
+        f"task.datamodule.cache_dir={tmp_path / 'cache'}", *TINY, "trainer.max_epochs=1",
+        f"hydra.run.dir={run}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for split in ("test", "ood"):
+        assert 0 <= metrics[f"{split}/cell_acc"] <= 1
+        assert metrics[f"{split}/acc"] <= metrics[f"{split}/cell_acc"]
+    with (run / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    test = [r for r in rows if r["split"] == "test"]
+    mean = sum(float(r["cell_acc"]) for r in test) / len(test)
+    assert mean == pytest.approx(metrics["test/cell_acc"], abs=1e-6)  # recomputable per sample
+    assert all(r["correct"] == "0" or float(r["cell_acc"]) == 1.0 for r in test)
