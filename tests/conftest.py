@@ -11,6 +11,21 @@ from omegaconf import open_dict, read_write
 from rds_act.cli import CONF_DIR
 
 
+@pytest.fixture(autouse=True, scope="session")
+def generated_set_cache(tmp_path_factory):
+    """Cached benchmark sets (task=sudoku, ...) go to a fresh dir, never the user's cache;
+    subprocesses of the entry points inherit it."""
+    import os
+
+    old = os.environ.get("RDS_ACT_CACHE")
+    os.environ["RDS_ACT_CACHE"] = str(tmp_path_factory.mktemp("rds_act_cache"))
+    yield
+    if old is None:
+        os.environ.pop("RDS_ACT_CACHE", None)
+    else:
+        os.environ["RDS_ACT_CACHE"] = old
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     """``compose_cfg(*overrides, config='train')`` -> a composed config whose outputs go to tmp."""
