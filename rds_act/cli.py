@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rds_act.errors import ConfigError, check_choice
 
@@ -125,7 +126,8 @@ _NOISE = ("full_key:", "object_type", "reference_type", "See https", "Set the en
 def check_composes(argv: list[str], config_name: str) -> None:
     """Compose the config once with the command line's plain overrides before Hydra runs, so a
     key the config does not have (``model.nope=3``) or an override Hydra cannot parse is one
-    ``error:`` line, not Hydra's multi-line report. Sweep values and hydra.* are left to Hydra."""
+    ``error:`` line, not Hydra's multi-line report; so is an unknown ``task.datamodule.variant``
+    (``check_task_variant``). Sweep values and hydra.* are left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -136,13 +138,24 @@ def check_composes(argv: list[str], config_name: str) -> None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose(config_name=config_name, overrides=plain)
+            cfg = compose(config_name=config_name, overrides=plain)
     except Exception as exc:  # noqa: BLE001 - Hydra's override and composition errors, all kinds
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         lines = [ln for ln in lines if not ln.startswith(_NOISE)]
         raise ConfigError("; ".join(lines) or type(exc).__name__) from None
     finally:
         GlobalHydra.instance().clear()
+    check_task_variant(cfg)
+
+
+def check_task_variant(cfg: DictConfig) -> None:
+    """A task with a ``variants`` table (parity) reads its datamodule's values from the row that
+    ``task.datamodule.variant`` names: an unknown name is one line naming the rows, not the
+    interpolation error that resolving any of those values would raise."""
+    variants = OmegaConf.select(cfg, "task.variants", default=None)
+    if isinstance(variants, DictConfig):
+        variant = OmegaConf.select(cfg, "task.datamodule.variant", default=None)
+        check_choice("task.datamodule.variant", variant, list(variants))
 
 
 def one_line_errors(fn: Callable) -> Callable:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from rds_act.cli import check_task_variant
 from rds_act.errors import ConfigError
 
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
@@ -79,6 +80,7 @@ _MISSING = object()
 
 def validate_config(cfg: DictConfig) -> None:
     """Check every key of ``RULES`` the config has; then that attention heads divide d_model."""
+    check_task_variant(cfg)  # first: the task's values may interpolate through its variant
     for key, rule in RULES.items():
         value = OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
         if value is _MISSING:

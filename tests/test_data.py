@@ -143,11 +143,12 @@ def test_fresh_train_samples_each_epoch_are_new_and_deterministic():
 
 
 def test_parity_label_counts_plus_ones_and_ood_is_harder():
+    """The default (pondernet) protocol: 96 entries, train 1..48, ood 49..96."""
     dm = ParityDataModule(n_train=300, n_val=10, n_test=10, n_ood=300, seed=0, curriculum=None)
     train, ood = dm.make_split("train"), dm.make_split("ood")
-    for data, lo, hi in ((train, 1, 48), (ood, 49, 64)):
+    for data, lo, hi in ((train, 1, 48), (ood, 49, 96)):
         x = data["x"]
-        assert x.shape[1] == 64
+        assert x.shape[1] == 96
         nonzero = (x != 0).sum(1)
         assert torch.equal(nonzero, data["difficulty"])
         assert int(nonzero.min()) >= lo and int(nonzero.max()) <= hi
@@ -157,8 +158,8 @@ def test_parity_label_counts_plus_ones_and_ood_is_harder():
 
 
 def test_parity_bad_range():
-    with pytest.raises(ConfigError, match="max_nonzero=64, ood_max_nonzero=64"):
-        ParityDataModule(max_nonzero=64)
+    with pytest.raises(ConfigError, match="max_nonzero=64, ood_min_nonzero=65, ood_max_nonzero=64"):
+        ParityDataModule(variant="hybrid", max_nonzero=64)
 
 
 def test_fresh_samples_need_the_trainer_to_reload_each_epoch():

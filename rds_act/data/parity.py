@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from rds_act.data.base import TaskDataModule
-from rds_act.errors import ConfigError
+from rds_act.errors import ConfigError, check_choice
+
+
+@dataclass(frozen=True)
+class ParityProtocol:
+    """One way of running parity: the vector's entry count and the inclusive ranges of non-zero
+    entries for train/val/test and for ood."""
+
+    dim: int
+    nonzero: tuple[int, int]
+    ood_nonzero: tuple[int, int]
+
+
+# conf/task/parity.yaml carries the same table (its `variants`), so the composed config shows the
+# numbers; tests/test_parity_variants.py checks that the two agree
+VARIANTS = {
+    # PonderNet: train on 1..48 of 96 entries, extrapolate to 49..96
+    "pondernet": ParityProtocol(96, (1, 48), (49, 96)),
+    # Graves' ACT: 1..64 of 64 entries for training and testing alike; no extrapolation split,
+    # so ood is fresh samples of the same distribution
+    "graves": ParityProtocol(64, (1, 64), (1, 64)),
+    # this repo's earlier protocol (64 entries, train 1..48, ood 49..64), kept for its figures
+    "hybrid": ParityProtocol(64, (1, 48), (49, 64)),
+}
 
 
 def make_parity_sample(rng: np.random.Generator, dim: int, nonzero: int) -> dict[str, np.ndarray]:
@@ -26,28 +51,63 @@ def make_parity_sample(rng: np.random.Generator, dim: int, nonzero: int) -> dict
 
 
 class ParityDataModule(TaskDataModule):
-    """Train/val/test on ``min_nonzero .. max_nonzero`` non-zero entries; ood on
-    ``max_nonzero + 1 .. ood_max_nonzero`` (harder: more entries than ever seen in training)."""
+    """Train/val/test on ``min_nonzero .. max_nonzero`` non-zero entries of ``dim``; ood on
+    ``ood_min_nonzero .. ood_max_nonzero``.
+
+    ``variant`` picks the protocol (``VARIANTS``) that fills in every value left ``None``
+    (``ood_min_nonzero`` follows the training range: ``max_nonzero + 1`` where the protocol
+    extrapolates, ``min_nonzero`` for graves; so a config saved before ``ood_min_nonzero``
+    existed keeps its ood split):
+
+    - ``pondernet`` (default): 96 entries, 1..48 non-zero, ood 49..96 (more entries than ever
+      seen in training: PonderNet's extrapolation split);
+    - ``graves``: 64 entries, 1..64 non-zero for every split. Graves' ACT trains and tests on
+      one distribution and has no extrapolation split, so ood is fresh samples of the same
+      1..64 distribution (new indices, nothing harder);
+    - ``hybrid``: 64 entries, 1..48 non-zero, ood 49..64 (the protocol of this repo's earlier
+      parity runs).
+
+    The ood range starts either above the training range (extrapolation) or where it starts
+    (the training distribution, as in graves); one that starts inside it would mix seen and
+    unseen counts, and is refused.
+    """
 
     name = "parity"
 
     def __init__(
-        self, dim: int = 64, min_nonzero: int = 1, max_nonzero: int = 48,
-        ood_max_nonzero: int = 64, **kwargs,
+        self, variant: str = "pondernet", dim: int | None = None, min_nonzero: int | None = None,
+        max_nonzero: int | None = None, ood_min_nonzero: int | None = None,
+        ood_max_nonzero: int | None = None, **kwargs,
     ):
         super().__init__(**kwargs)
-        if not 1 <= min_nonzero <= max_nonzero < ood_max_nonzero <= dim:
+        check_choice("task.datamodule.variant", variant, VARIANTS)
+        protocol = VARIANTS[variant]
+        dim = protocol.dim if dim is None else dim
+        lo = protocol.nonzero[0] if min_nonzero is None else min_nonzero
+        hi = protocol.nonzero[1] if max_nonzero is None else max_nonzero
+        if ood_min_nonzero is None:  # just past the training range, or where it starts (graves)
+            extrapolates = protocol.ood_nonzero[0] > protocol.nonzero[1]
+            ood_lo = hi + 1 if extrapolates else lo
+        else:
+            ood_lo = ood_min_nonzero
+        ood_hi = protocol.ood_nonzero[1] if ood_max_nonzero is None else ood_max_nonzero
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (dim, lo, hi, ood_lo, ood_hi))
+        if not (ints and 1 <= lo <= hi <= dim and 1 <= ood_lo <= ood_hi <= dim
+                and (ood_lo > hi or ood_lo == lo)):
             raise ConfigError(
-                f"task.datamodule min_nonzero={min_nonzero}, max_nonzero={max_nonzero}, "
-                f"ood_max_nonzero={ood_max_nonzero}, dim={dim} must satisfy "
-                "1 <= min_nonzero <= max_nonzero < ood_max_nonzero <= dim"
+                f"task.datamodule (variant={variant}) min_nonzero={lo!r}, max_nonzero={hi!r}, "
+                f"ood_min_nonzero={ood_lo!r}, ood_max_nonzero={ood_hi!r}, dim={dim!r} must be "
+                "integers with 1 <= min_nonzero <= max_nonzero <= dim and 1 <= ood_min_nonzero "
+                "<= ood_max_nonzero <= dim, and ood_min_nonzero either > max_nonzero "
+                "(extrapolation) or = min_nonzero (the training distribution)"
             )
-        self.dim, self.min_nonzero = dim, min_nonzero
-        self.max_nonzero, self.ood_max_nonzero = max_nonzero, ood_max_nonzero
+        self.variant, self.dim = variant, dim
+        self.min_nonzero, self.max_nonzero = lo, hi
+        self.ood_min_nonzero, self.ood_max_nonzero = ood_lo, ood_hi
 
     def difficulty_range(self, split: str) -> tuple[int, int]:
         if split == "ood":
-            return self.max_nonzero + 1, self.ood_max_nonzero
+            return self.ood_min_nonzero, self.ood_max_nonzero
         return self.min_nonzero, self.max_nonzero
 
     def make_sample(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
