@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +114,13 @@ def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
     mean = sum(float(r["cell_acc"]) for r in test) / len(test)
     assert mean == pytest.approx(metrics["test/cell_acc"], abs=1e-6)  # recomputable per sample
     assert all(r["correct"] == "0" or float(r["cell_acc"]) == 1.0 for r in test)
+    # scripts/exit_table.py recomputes the split's accuracies from predictions.csv alone
+    script = Path(__file__).resolve().parent.parent / "scripts" / "exit_table.py"
+    table = subprocess.run([sys.executable, str(script), str(run), "buckets=3"], capture_output=True,
+                           text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    lines = [ln.split("|")[1:-1] for ln in table.stdout.splitlines() if ln.startswith("| test |")]
+    n = sum(int(c[2]) for c in lines)
+    assert n == len(test) and len(lines) >= 2
+    for col, key in ((3, "test/acc"), (4, "test/final_acc")):
+        assert sum(int(c[2]) * float(c[col]) for c in lines) / n == pytest.approx(metrics[key], abs=2e-3)
