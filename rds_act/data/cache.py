@@ -61,3 +61,22 @@ def cached_rows(
     except OSError as exc:  # a read-only or full cache dir costs a rebuild next time, not the run
         log.warning(f"could not write the cached set {path} ({exc.strerror}); it will be rebuilt next run")
     return out
+
+
+def fixed_set_rows(
+    split: str, index: np.ndarray, cached: Callable[[str, int], dict[str, np.ndarray]],
+    make: Callable[[str, int], dict[str, np.ndarray]], n_base: int | None, memo: dict,
+) -> dict[str, np.ndarray]:
+    """Rows of samples ``index`` (consecutive) of ``split``, TRM's form: an evaluation split is the
+    first rows of its cached set (``cached(split, n)``); training sample i is base item
+    ``i % n_base`` of a fixed cached set (copies, for the caller to augment), or, with ``n_base``
+    None, an item made fresh (``make(split, i)``, never cached). ``memo`` keeps the base set."""
+    if split != "train":
+        start = int(index[0]) if len(index) else 0
+        return {k: v[start:] for k, v in cached(split, start + len(index)).items()}
+    if n_base is None:
+        made = [make("train", int(i)) for i in index]
+        return {k: np.stack([m[k] for m in made]) for k in made[0]}
+    if "train" not in memo:
+        memo["train"] = cached("train", n_base)
+    return {k: v[index % n_base].copy() for k, v in memo["train"].items()}

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from rds_act.data.base import SPLITS, TaskDataModule, sample_rng
-from rds_act.data.cache import cached_rows
+from rds_act.data.cache import cached_rows, fixed_set_rows
 from rds_act.data.sudoku import generator_version
 from rds_act.errors import ConfigError
 
@@ -159,7 +159,7 @@ class MazeDataModule(TaskDataModule):
         self.size, self.ood_size = size, ood_size
         self.dist, self.ood_max_dist = (min_dist, max_dist), ood_max_dist
         self.n_mazes, self.augment, self.cache_dir = n_mazes, augment, cache_dir
-        self._base: dict[str, np.ndarray] | None = None
+        self._base: dict[str, dict[str, np.ndarray]] = {}
 
     def difficulty_range(self, split: str) -> tuple[int, int]:
         if split == "ood":
@@ -203,16 +203,7 @@ class MazeDataModule(TaskDataModule):
     def make_split(self, split: str, n: int | None = None, start: int = 0) -> dict[str, Tensor]:
         n = self.sizes[split] if n is None else n
         index = np.arange(start, start + n)
-        if split != "train":
-            rows = {k: v[start:] for k, v in self.mazes(split, start + n).items()}
-        elif self.n_mazes is None:  # fresh mazes, never cached
-            made = [self.make_maze("train", int(i)) for i in index]
-            rows = {k: np.stack([m[k] for m in made]) for k in made[0]}
-        else:
-            if self._base is None:
-                self._base = self.mazes("train", self.n_mazes)
-            pick = index % self.n_mazes
-            rows = {k: v[pick].copy() for k, v in self._base.items()}
+        rows = fixed_set_rows(split, index, self.mazes, self.make_maze, self.n_mazes, self._base)
         size, canvas = self.grid_size(split), self.ood_size
         offsets = np.zeros((n, 2), dtype=np.int64)
         if split == "train" and self.n_mazes is not None and self.augment:

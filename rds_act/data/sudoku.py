@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from rds_act.data.base import TaskDataModule, sample_rng
-from rds_act.data.cache import cached_rows
+from rds_act.data.cache import cached_rows, fixed_set_rows
 from rds_act.errors import ConfigError
 
 # size -> (min_blanks, max_blanks, ood_max_blanks): ood has more blanks than training saw
@@ -147,7 +147,7 @@ class SudokuDataModule(TaskDataModule):
             raise ConfigError(f"task.datamodule.augment={augment!r} is not allowed; allowed: true, false")
         self.size, self.blanks, self.ood_max_blanks = size, (lo, hi), ood_hi
         self.n_puzzles, self.augment, self.cache_dir = n_puzzles, augment, cache_dir
-        self._base: dict[str, np.ndarray] | None = None
+        self._base: dict[str, dict[str, np.ndarray]] = {}
 
     def difficulty_range(self, split: str) -> tuple[int, int]:
         if split == "ood":
@@ -179,21 +179,11 @@ class SudokuDataModule(TaskDataModule):
     def make_split(self, split: str, n: int | None = None, start: int = 0) -> dict[str, Tensor]:
         n = self.sizes[split] if n is None else n
         index = np.arange(start, start + n)
-        if split != "train":
-            rows = self.puzzles(split, start + n)
-            rows = {k: v[start:] for k, v in rows.items()}
-        elif self.n_puzzles is None:  # fresh puzzles, never cached
-            made = [self.make_puzzle("train", int(i)) for i in index]
-            rows = {k: np.stack([m[k] for m in made]) for k in made[0]}
-        else:
-            if self._base is None:
-                self._base = self.puzzles("train", self.n_puzzles)
-            pick = index % self.n_puzzles
-            rows = {k: v[pick].copy() for k, v in self._base.items()}
-            if self.augment:
-                for j, i in enumerate(index):
-                    rows["puzzle"][j], rows["solution"][j] = augment(
-                        rows["puzzle"][j], rows["solution"][j], sample_rng(self.seed, "train", int(i)))
+        rows = fixed_set_rows(split, index, self.puzzles, self.make_puzzle, self.n_puzzles, self._base)
+        if split == "train" and self.n_puzzles is not None and self.augment:
+            for j, i in enumerate(index):
+                rows["puzzle"][j], rows["solution"][j] = augment(
+                    rows["puzzle"][j], rows["solution"][j], sample_rng(self.seed, "train", int(i)))
         cells = self.size * self.size
         return {
             "x": torch.as_tensor(rows["puzzle"].reshape(n, cells)),
