@@ -31,7 +31,7 @@ from torch import Tensor
 
 from rds_act.data.base import SPLITS, TaskDataModule, sample_rng
 from rds_act.data.cache import cached_rows, fixed_set_rows
-from rds_act.data.sudoku import generator_version
+from rds_act.data.sudoku import generator_version, require_generator
 from rds_act.errors import ConfigError
 
 PAD, WALL, OPEN, START, GOAL = 0, 1, 2, 3, 4
@@ -44,7 +44,7 @@ _MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))
 def generate_maze(size: int, dist: int, seed: int) -> np.ndarray | None:
     """A ``size`` x ``size`` grid of cell tokens from reasoning-gym whose start -> goal BFS
     distance is ``dist``; None when the generator finds none (it gives up after 1000 grids)."""
-    generator_version()
+    require_generator()
     from reasoning_gym.games.maze import MazeConfig, MazeDataset
 
     config = MazeConfig(min_dist=dist, max_dist=dist, min_grid_size=size, max_grid_size=size,

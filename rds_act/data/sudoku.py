@@ -23,20 +23,32 @@ from rds_act.errors import ConfigError
 DEFAULT_BLANKS = {4: (4, 10, 12), 9: (30, 45, 55)}
 
 
-def generator_version() -> str:
-    """reasoning-gym's version, or one error line naming the extra that installs it."""
+MISSING_GENERATOR = ("task=sudoku and task=maze need reasoning-gym, which is not installed; "
+                     "pip install 'rds-act[benchmarks]'")
+
+
+def require_generator() -> None:
+    """One error line naming the extra when reasoning-gym is missing; cheap once imported, so
+    the generators call it per item (the version lookup below is not: ~1 ms, a 4x4 puzzle's cost)."""
     try:
         import reasoning_gym  # noqa: F401
+    except ImportError:
+        raise ConfigError(MISSING_GENERATOR) from None
+
+
+def generator_version() -> str:
+    """reasoning-gym's version (part of a cached set's key), or the line of ``require_generator``."""
+    require_generator()
+    try:
         return version("reasoning-gym")
-    except (ImportError, PackageNotFoundError):
-        raise ConfigError("task=sudoku and task=maze need reasoning-gym, which is not installed; "
-                          "pip install 'rds-act[benchmarks]'") from None
+    except PackageNotFoundError:
+        raise ConfigError(MISSING_GENERATOR) from None
 
 
 def generate_puzzle(size: int, blanks: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(puzzle, solution) [size, size] from reasoning-gym; 0 marks a blank. The generator may
     stop short of ``blanks`` where removing more would break uniqueness; callers check."""
-    generator_version()
+    require_generator()
     if size == 4:
         from reasoning_gym.games.mini_sudoku import MiniSudokuConfig as Config
         from reasoning_gym.games.mini_sudoku import MiniSudokuDataset as Dataset
