@@ -9,9 +9,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rds_act.errors import ConfigError, check_range
-from rds_act.models.layers import Block
+from rds_act.errors import ConfigError, check_choice, check_range
+from rds_act.models.layers import Block, TokenMLP
 from rds_act.models.moe import ExpertLibrary
+
+MIXERS = ("attention", "mlp")
 
 
 @dataclass
@@ -104,6 +106,8 @@ class DynTRM(nn.Module):
     per token); since the block is shared, every step routes into the same library.
     ``balance_weight`` is read by the LightningModule, which adds ``balance_weight`` times the
     library's load-balancing loss to the training loss (kept here so it is a ``model.`` key).
+    ``mixer='mlp'`` mixes tokens by an MLP across the ``seq_len`` positions instead of attention
+    (TRM-MLP; one fixed length, which an encoder with a ``seq_len`` attribute supplies).
     ``block_layers=n`` makes the one re-entrant block n attention + MLP layers deep (TRM's is 2);
     every step applies all n, still with the same weights at every step. On full RPC a one-layer
     step follows one pointer and sees that the value reached ends the chain only in the next
@@ -134,6 +138,8 @@ class DynTRM(nn.Module):
         balance_weight: float = 0.0,
         block_layers: int = 1,
         compile: bool = False,
+        mixer: str = "attention",
+        seq_len: int | None = None,
     ):
         super().__init__()
         if int(T_max) < 1:
@@ -155,7 +161,15 @@ class DynTRM(nn.Module):
             raise ConfigError(f"model.block_layers={block_layers} with model.num_experts={num_experts}: "
                               "the expert library is one layer per step; use block_layers=1")
         self.block_layers = int(block_layers)
-        layers = [Block(d_model, n_heads, mlp_ratio, gated_attention, dropout, mlp=experts)
+        check_choice("model.mixer", mixer, MIXERS)
+        if mixer == "mlp":
+            seq_len = seq_len if seq_len is not None else getattr(encoder, "seq_len", None)
+            if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
+                raise ConfigError(f"model.mixer=mlp needs the fixed number of tokens per sample: "
+                                  f"model.seq_len={seq_len!r}; allowed: an integer >= 1 (grid tasks "
+                                  "set it from their encoder), or model.mixer=attention")
+        layers = [Block(d_model, n_heads, mlp_ratio, gated_attention, dropout, mlp=experts,
+                        mixer=TokenMLP(seq_len, mlp_ratio, dropout) if mixer == "mlp" else None)
                   for _ in range(self.block_layers)]
         # one layer keeps its parameter names (block.attn...), so older checkpoints still load
         self.block = layers[0] if self.block_layers == 1 else nn.Sequential(*layers)
@@ -195,11 +209,18 @@ class DynTRM(nn.Module):
 
     def step(self, state: State) -> StepOut:
         """One recursive step; the input lives in ``state.inject``."""
+        return self.read(self.advance(state))
+
+    def advance(self, state: State) -> State:
+        """The recursion alone: the next state (a backbone with other latents overrides it)."""
         x = state.h + state.inject
         if self.step_signal:
             x = x + step_signal(state.t + 1, self.d_model, x.device).to(x.dtype)
-        h = self.state_norm(self._block(x))
-        out = self.out_norm(h)
+        return State(self.state_norm(self._block(x)), state.inject, state.t + 1)
+
+    def read(self, state: State) -> StepOut:
+        """Readout and halting head on a state's ``h`` (the answer a step has reached)."""
+        out = self.out_norm(state.h)
         summary = self.readout.pool(out)
         halt_in = summary.detach()
         if self.halt_grad > 0:  # value unchanged, gradient scaled by halt_grad
@@ -207,7 +228,7 @@ class DynTRM(nn.Module):
         pred = self.readout(out)
         if self.halt_confidence:  # how sure the readout is: a feature the head cannot compute
             halt_in = torch.cat([halt_in, self.readout.confidence(pred.detach())], -1)
-        return StepOut(State(h, state.inject, state.t + 1), pred, self.halt_head(halt_in), summary)
+        return StepOut(state, pred, self.halt_head(halt_in), summary)
 
     def unroll(self, batch: dict[str, Tensor], steps: int | None = None) -> Unrolled:
         """Run every sample for ``steps`` (default ``T_max``) steps and stack the outputs."""

@@ -48,19 +48,39 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class TokenMLP(nn.Module):
+    """Token mixing by an MLP across positions instead of attention (TRM-MLP, MLP-Mixer): every
+    channel of a token is a learned function of that channel at all ``seq_len`` positions, so
+    the sequence length is fixed by the weights (grids of one size)."""
+
+    def __init__(self, seq_len: int, ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.seq_len = int(seq_len)
+        self.net = MLP(self.seq_len, ratio, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != self.seq_len:
+            raise ConfigError(f"a sample has {x.shape[1]} tokens but model.mixer=mlp was built for "
+                              f"model.seq_len={self.seq_len}; use model.mixer=attention for other lengths")
+        return self.net(x.transpose(1, 2)).transpose(1, 2)
+
+
 class Block(nn.Module):
     """The one re-entrant step: pre-RMSNorm attention + MLP, each with a residual.
 
     ``mlp`` replaces the dense MLP (e.g. with a ``moe.ExpertLibrary``); it maps [..., d] to [..., d].
+    ``mixer`` replaces the attention as the token-mixing sublayer (e.g. a ``TokenMLP``); it keeps
+    the attribute name ``attn`` so that parameter names do not depend on the choice.
     """
 
     def __init__(
         self, d_model: int, n_heads: int, mlp_ratio: float = 4.0,
         gated_attention: bool = False, dropout: float = 0.0, mlp: nn.Module | None = None,
+        mixer: nn.Module | None = None,
     ):
         super().__init__()
         self.norm1 = nn.RMSNorm(d_model)
-        self.attn = Attention(d_model, n_heads, gated_attention, dropout)
+        self.attn = mixer if mixer is not None else Attention(d_model, n_heads, gated_attention, dropout)
         self.norm2 = nn.RMSNorm(d_model)
         self.mlp = mlp if mlp is not None else MLP(d_model, mlp_ratio, dropout)
 
@@ -202,6 +222,7 @@ class GridTokenEncoder(nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"task.encoder.{key}={value!r} must be an integer >= 1")
         self.n_tokens, self.height, self.width = n_tokens, height, width
+        self.seq_len = height * width  # tokens per sample (what model.mixer=mlp is built for)
         self.token = nn.Embedding(n_tokens, d_model)
         self.row = nn.Parameter(torch.randn(height, 1, d_model) * float(pos_std))
         self.col = nn.Parameter(torch.randn(1, width, d_model) * float(pos_std))
