@@ -4,6 +4,8 @@ the scripts and the tests. Writing results is ``rds_act.results``' job."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 from lightning import Callback, LightningDataModule, Trainer
@@ -49,9 +51,10 @@ def build_module(
             f"task.ood_T_max={ood_T_max} is below model.T_max={model.T_max} (OOD gets at least "
             "the training steps); raise task.ood_T_max, or set the step budget with task.T_max"
         )
-    module = ACTLitModule(
+    factory, extra = module_factory(cfg)
+    module = factory(
         model, act, task_loss, optimizer, ood_T_max=ood_T_max, exit_rule=exit_rule,
-        scheduler=scheduler,
+        scheduler=scheduler, **extra,
         run_config={
             **OmegaConf.to_container(
                 OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
@@ -60,6 +63,23 @@ def build_module(
         },
     )
     return module, datamodule
+
+
+def module_factory(cfg: DictConfig) -> tuple[Callable[..., ACTLitModule], dict[str, Any]]:
+    """The LightningModule class of the ``training`` group (unroll when the config has none) and
+    what it takes beyond the parts: a regime that clips its own gradients gets the trainer's."""
+    if cfg.get("training") is None:
+        return ACTLitModule, {}
+    factory = hydra.utils.instantiate(cfg.training)
+    if clips_own_gradients(cfg):
+        return factory, {"gradient_clip_val": cfg.trainer.get("gradient_clip_val")}
+    return factory, {}
+
+
+def clips_own_gradients(cfg: DictConfig) -> bool:
+    """Whether the training regime optimises by hand (Lightning then refuses its own clipping)."""
+    target = OmegaConf.select(cfg, "training._target_", default=None)
+    return bool(target) and getattr(hydra.utils.get_class(target), "clips_gradients", False)
 
 
 def warn_untrained_curriculum_step(datamodule: LightningDataModule, act: ACTStrategy) -> None:
@@ -90,4 +110,5 @@ def build_trainer(
                                     resolve=True)
     for logger in loggers:  # the resolved config, as every dashboard's hyper-parameters
         logger.log_hyperparams(config)
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    manual = {"gradient_clip_val": None} if clips_own_gradients(cfg) else {}
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **manual)

@@ -21,8 +21,8 @@ _CONF_DIRS = (Path(__file__).resolve().parent.parent / "conf", Path(__file__).re
 CONF_DIR = next((d for d in _CONF_DIRS if (d / "train.yaml").is_file()), _CONF_DIRS[0])
 # the config groups under conf/ (hydra/* come from plugins); their option names are checked
 # before Hydra starts
-CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "logger", "callbacks",
-                 "experiment", "hparams_search")
+CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "training", "logger",
+                 "callbacks", "experiment", "hparams_search")
 # the groups a checkpoint fixes: recorded in it at training time, restored by rds-act-eval
 TRAINED_GROUPS = ("task", "model", "act", "optimizer")
 

@@ -97,6 +97,12 @@ class ACTStrategy:
         with ``metric=final`` scores); False for a loss at each sample's t* alone."""
         return True
 
+    @property
+    def not_per_step(self) -> str | None:
+        """Why the loss cannot be trained one supervision step at a time
+        (``training=deep_supervision``), or None where it can."""
+        return "its loss needs every step's outputs at once"
+
     def __init__(self) -> None:
         self.epoch = 0
 

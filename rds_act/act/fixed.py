@@ -20,6 +20,8 @@ class Fixed(ACTStrategy):
         super().__init__()
         self.deep_supervision = deep_supervision
 
+    not_per_step = None  # one step's task loss
+
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         task = stack.losses.mean() if self.deep_supervision else stack.losses[-1].mean()
         return task, {"task_loss": task.detach()}

@@ -44,6 +44,8 @@ class PLSD(ACTStrategy):
         self.halt_weight, self.threshold, self.tolerance = halt_weight, threshold, tolerance
         self.halt_target = halt_target
 
+    not_per_step = "its halting target 1[t >= t*] needs t* = argmin over every step's loss"
+
     def oracle(self, stack: StepStack, batch: dict[str, Tensor]) -> Tensor:
         """The step the halt head is taught to stop at (overridable, e.g. with a step cost)."""
         return self.target_step(stack, stack.losses)

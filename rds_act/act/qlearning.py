@@ -76,6 +76,13 @@ class QLearning(ACTStrategy):
         self.use_continue, self.explore_prob, self.target = bool(use_continue), explore_prob, target
         self.gamma, self.margin, self.q_weight = gamma, margin, q_weight
 
+    @property
+    def not_per_step(self) -> str | None:
+        if self.use_continue:  # TRM dropped the continue loss; one step has no next step to fit
+            return ("act.use_continue=true fits Q_continue to the next step's Q values, which one "
+                    "supervision step does not have")
+        return None
+
     # -- rules and targets ------------------------------------------------------------------
     def halts(self, logits: Tensor) -> Tensor:
         """The halting rule on (halt, continue) logits ``[..., 2]`` -> bool ``[...]``."""
