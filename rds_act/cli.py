@@ -22,7 +22,7 @@ CONF_DIR = next((d for d in _CONF_DIRS if (d / "train.yaml").is_file()), _CONF_D
 # the config groups under conf/ (hydra/* come from plugins); their option names are checked
 # before Hydra starts
 CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "training", "logger",
-                 "callbacks", "experiment", "hparams_search")
+                 "callbacks", "experiment", "hparams_search", "contender")
 # the groups a checkpoint fixes: recorded in it at training time, restored by rds-act-eval
 TRAINED_GROUPS = ("task", "model", "act", "optimizer")
 

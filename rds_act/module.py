@@ -68,6 +68,7 @@ class ACTLitModule(LightningModule):
             {"exit": MeanMetric(), "final": MeanMetric(), "oracle": MeanMetric()}
         )
         self.samples_seen = 0  # training samples so far, all ranks together (learning curves)
+        self.applications_seen = 0  # applications of the shared block in training (compute)
         self._erank: list[Tensor] | None = None
         self.predictions: list[dict] = []  # per-sample rows of the last test run
 
@@ -137,6 +138,11 @@ class ACTLitModule(LightningModule):
         # counted here, once per batch: a sharpness-aware optimizer (ars2_neo, rho > 0) runs
         # training_step twice on the same batch
         self.samples_seen += batch["index"].shape[0] * self.trainer.world_size
+        self.applications_seen += self.batch_applications(batch) * self.trainer.world_size
+
+    def batch_applications(self, batch: dict[str, Tensor]) -> int:
+        """Shared-block applications one training batch cost: every row unrolled to T_max."""
+        return batch["index"].shape[0] * self.model.T_max * self.model.block_applications
 
     def on_train_epoch_end(self) -> None:
         """Report the epoch's accuracy on the curriculum's current range; it may widen."""
@@ -167,6 +173,7 @@ class ACTLitModule(LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         if stage == "validate":
             self.log("train/samples", float(self.samples_seen))
+            self.log("train/block_applications", float(self.applications_seen))
         for split in EVAL_SPLITS[stage]:
             self.log_dict(self.metrics[split].compute())
             self.metrics[split].reset()
@@ -221,6 +228,7 @@ class ACTLitModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rds_act_config"] = self.run_config
         checkpoint["rds_act_samples_seen"] = self.samples_seen
+        checkpoint["rds_act_applications_seen"] = self.applications_seen
 
     @classmethod
     def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> ACTLitModule:  # type: ignore[override]
@@ -233,3 +241,4 @@ class ACTLitModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.samples_seen = int(checkpoint.get("rds_act_samples_seen", 0))
+        self.applications_seen = int(checkpoint.get("rds_act_applications_seen", 0))

@@ -96,6 +96,7 @@ class DeepSupervisionModule(ACTLitModule):
         self.explore_prob = float(getattr(self.act, "explore_prob", 0.0))
         self.carry: Carry | None = None
         self.capacity = 0
+        self._applications = 0  # this batch's, until on_train_batch_end counts them
 
     # -- the carry ----------------------------------------------------------------------------
     def admit(self, pending: dict[str, Tensor], capacity: int) -> dict[str, Tensor] | None:
@@ -161,6 +162,7 @@ class DeepSupervisionModule(ACTLitModule):
         carry = self.carry
         rows = carry.rows
         out = self.model.step(self.carried_state())
+        self._applications += len(carry) * self.model.block_applications
         losses = self.task_loss.loss(out.pred[None], rows)
         with torch.no_grad():
             correct = self.task_loss.correct(out.pred[None], rows)
@@ -192,6 +194,11 @@ class DeepSupervisionModule(ACTLitModule):
                 self.log("train/halt_steps", steps[halt].float().mean(), batch_size=int(halt.sum()))
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
         return loss.detach()
+
+    def batch_applications(self, batch: dict[str, Tensor]) -> int:
+        """The block applications of the supervision steps this batch took (rows in flight)."""
+        applications, self._applications = self._applications, 0
+        return applications
 
     # -- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

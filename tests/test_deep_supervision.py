@@ -30,7 +30,7 @@ class Recorder:
     """Wraps the module's carry operations to log what entered, what left, and the latents."""
 
     def __init__(self, module: DeepSupervisionModule):
-        self.entered, self.left, self.checks = [], [], 0
+        self.entered, self.left, self.checks, self.rows_run = [], [], 0, 0
         admit, step = module.admit, module.supervision_step
 
         def admit_and_log(pending, capacity):
@@ -49,6 +49,7 @@ class Recorder:
                 assert torch.equal(state.h[row], want)
                 self.checks += int(carry.steps[row] > 0)
             ids, steps = carry.rows["index"].clone(), carry.steps + 1
+            self.rows_run += len(carry)
             loss = step(optimizer)
             stay = set(module.carry.rows["index"].tolist())
             for i, s in zip(ids.tolist(), steps.tolist(), strict=True):
@@ -68,6 +69,7 @@ def test_halted_rows_are_replaced_the_rest_keep_their_latents_and_no_sample_repe
     trainer.fit(module, datamodule=datamodule)
     assert sorted(record.entered) == list(range(96))  # every sample of the epoch once
     assert module.samples_seen == 96
+    assert module.applications_seen == record.rows_run  # compute: the rows each step ran
     assert record.checks > 0
     assert record.left and all(s == i % 3 + 1 for i, s in record.left)  # each at its own step
     in_flight = set(module.carry.rows["index"].tolist())

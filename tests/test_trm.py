@@ -103,6 +103,8 @@ def test_trm_trains_and_tests_on_a_grid_task(compose_cfg):
     trainer.fit(module, datamodule=datamodule)
     trainer.test(module, datamodule=datamodule, verbose=False)
     assert isinstance(module.model, TRM) and module.model.cycles == 2
+    # one batch of 16 unrolled to T_max steps of 2 cycles x (1 + 1) block applications
+    assert module.applications_seen == 16 * cfg.task.T_max * 2 * 2
     assert len(module.predictions) == 64
     assert 0.0 <= float(trainer.callback_metrics["test/cell_acc"]) <= 1.0
 

@@ -193,6 +193,11 @@ class DynTRM(nn.Module):
             self.block.compile(dynamic=None)
 
     @property
+    def block_applications(self) -> int:
+        """Applications of the shared block (all its layers) per step: the unit of compute."""
+        return 1
+
+    @property
     def experts(self) -> ExpertLibrary | None:
         """The block's expert library (None for a dense MLP); one module, not a second copy."""
         mlp = getattr(self.block, "mlp", None)
