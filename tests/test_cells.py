@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import TINY, run_cli
+from omegaconf import OmegaConf
 
 from rds_act.act import PLSD
 from rds_act.act.base import first_exit
@@ -101,7 +102,7 @@ def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
     run = tmp_path / "run"
     proc = run_cli("rds_act.train", [
         "task=sudoku", "task.datamodule.size=4", "task.datamodule.n_puzzles=32",
-        f"task.datamodule.cache_dir={tmp_path / 'cache'}", *TINY, "trainer.max_epochs=1",
+        f"task.datamodule.cache_dir={tmp_path / 'cache'}", *TINY, "logger=csv", "trainer.max_epochs=1",
         f"hydra.run.dir={run}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -124,3 +125,11 @@ def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
     assert n == len(test) and len(lines) >= 2
     for col, key in ((3, "test/acc"), (4, "test/final_acc")):
         assert sum(int(c[2]) * float(c[col]) for c in lines) / n == pytest.approx(metrics[key], abs=2e-3)
+    # scripts/compute_to_accuracy.py reads the compute at the first validation reaching a figure
+    script = script.with_name("compute_to_accuracy.py")
+    steps = int(OmegaConf.load(run / ".hydra" / "config.yaml").task.T_max)
+    for threshold, want in (("0", f"| {run} | 64 | {64 * steps:.3g} |"), ("2", f"| {run} | not reached |")):
+        out = subprocess.run([sys.executable, str(script), str(run), f"threshold={threshold}"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert want in out.stdout
