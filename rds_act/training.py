@@ -190,7 +190,8 @@ class DeepSupervisionModule(ACTLitModule):
             self.carry = Carry(rows, {f: getattr(out.state, f).detach() for f in latent_fields(out.state)},
                                steps, carry.min_steps).keep(~halt)
             n = rows["index"].shape[0]
-            if halt.any():
+            if halt.any():  # accuracy at each row's exit (its last step here) and the steps it ran
+                self.log("train/acc", hit.mean(), batch_size=int(halt.sum()))
                 self.log("train/halt_steps", steps[halt].float().mean(), batch_size=int(halt.sum()))
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
         return loss.detach()
