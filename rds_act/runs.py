@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from rds_act.cli import parse_override
+from rds_act.cli import CONF_DIR, parse_override
 from rds_act.errors import ConfigError
 from rds_act.results import METRICS_FILE, read_metrics
 
@@ -92,6 +92,12 @@ def _checkpoint_run(run_dir: Path, ckpt_path: str | None) -> Path | None:
     return None
 
 
+def group_defaults() -> dict[str, str]:
+    """Each config group's default option in conf/train.yaml (``training: unroll``, ...)."""
+    defaults = _dig(_read_yaml(CONF_DIR / "train.yaml"), "defaults") or []
+    return {k: str(v) for d in defaults if isinstance(d, dict) for k, v in d.items() if v is not None}
+
+
 def run_labels(run_dir: Path, follow_checkpoint: bool = True) -> dict[str, str]:
     """Override key -> value for one run, with task, act and seed always filled in when known.
 
@@ -118,6 +124,10 @@ def run_labels(run_dir: Path, follow_checkpoint: bool = True) -> dict[str, str]:
     for group, choice in choices.items():  # every run names every group: only real differences
         if not group.startswith("hydra") and choice is not None and group not in ("task", "act"):
             labels.setdefault(group, str(choice))
+    if choices:  # a run from before a group existed ran what is now that group's default
+        for group, default in group_defaults().items():
+            if group not in choices and group not in ("task", "act"):
+                labels.setdefault(group, default)
     target = _dig(config, "act", "_target_")
     fallback = {
         "task": choices.get("task") or _dig(config, "task", "name"),

@@ -196,6 +196,19 @@ def test_labels_name_only_what_differs_between_runs(tmp_path: Path) -> None:
     assert "run_kind" not in result["table"] and "model" not in result["table"]
 
 
+def test_a_run_from_before_a_group_existed_counts_as_its_default(tmp_path: Path) -> None:
+    """Seed 0 ran before the training group existed (no choice recorded), seed 1 after
+    (training=unroll, the default): one group of two seeds, not two groups of one."""
+    choices = {"task": "parity", "model": "dyntrm", "act": "ponder"}
+    make_run(tmp_path / "runs" / "s0", ["act=ponder", "seed=0"], metrics(0.5, 4.0), choices=choices)
+    make_run(tmp_path / "runs" / "s1", ["act=ponder", "seed=1"], metrics(0.7, 5.0),
+             choices={**choices, "training": "unroll"})
+    make_run(tmp_path / "runs" / "ds", ["act=ponder", "seed=0"], metrics(0.1, 5.0),
+             choices={**choices, "training": "deep_supervision"})
+    groups = write_report([tmp_path / "runs"], tmp_path / "out")["groups"]
+    assert sorted(len(g.runs) for g in groups) == [1, 2]
+
+
 def test_each_strategy_keeps_its_colour():
     from rds_act.plots import act_color
 
