@@ -11,6 +11,18 @@ from omegaconf import open_dict, read_write
 from rds_act.cli import CONF_DIR
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``-n auto``, the default addopts) every worker, and every entry point it
+    starts, uses one thread, so the workers share the cores instead of oversubscribing them."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def generated_set_cache(tmp_path_factory):
     """Cached benchmark sets (task=sudoku, ...) go to a fresh dir, never the user's cache;

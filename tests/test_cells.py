@@ -118,7 +118,7 @@ def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
     # scripts/exit_table.py recomputes the split's accuracies from predictions.csv alone
     script = Path(__file__).resolve().parent.parent / "scripts" / "exit_table.py"
     table = subprocess.run([sys.executable, str(script), str(run), "buckets=3"], capture_output=True,
-                           text=True, timeout=120)
+                           text=True, timeout=600)
     assert table.returncode == 0, table.stderr
     lines = [ln.split("|")[1:-1] for ln in table.stdout.splitlines() if ln.startswith("| test |")]
     n = sum(int(c[2]) for c in lines)
@@ -130,6 +130,6 @@ def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
     steps = int(OmegaConf.load(run / ".hydra" / "config.yaml").task.T_max)
     for threshold, want in (("0", f"| {run} | 64 | {64 * steps:.3g} |"), ("2", f"| {run} | not reached |")):
         out = subprocess.run([sys.executable, str(script), str(run), f"threshold={threshold}"],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
         assert want in out.stdout
