@@ -145,7 +145,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
     for args in (["act=nope"], ["task=nope"], ["model.T_max=0"]):
         proc = subprocess.run(
             [sys.executable, "-m", "rds_act.train", *args, "logger=none", "callbacks=none"],
-            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+            capture_output=True, text=True, cwd=tmp_path, timeout=600,
         )
         assert proc.returncode == 2, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
