@@ -10,6 +10,11 @@ class ConfigError(ValueError):
     """A configuration or input value is outside what is allowed; the message names both."""
 
 
+def is_positive_int(value: object) -> bool:
+    """An integer >= 1 (a count: layers, steps, sizes); bools and floats are not."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def check_range(name: str, value: float, low: float, high: float | None = None) -> None:
     """Raise ConfigError unless ``low <= value <= high`` (``high=None`` means unbounded)."""
     bad = value != value or value < low or (high is not None and value > high)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rds_act.errors import ConfigError, check_choice
+from rds_act.errors import ConfigError, check_choice, is_positive_int
 
 METRICS = ("final", "exit", "oracle")
 
@@ -26,7 +26,7 @@ class Curriculum:
         self, start: int = 2, step: int = 1, threshold: float = 0.9, metric: str = "final"
     ):
         for key, value in (("start", start), ("step", step)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_positive_int(value):
                 raise ConfigError(
                     f"task.datamodule.curriculum.{key}={value!r} must be a positive integer"
                 )

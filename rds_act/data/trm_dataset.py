@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from rds_act.data.base import SPLITS, TaskDataModule
-from rds_act.errors import ConfigError
+from rds_act.errors import ConfigError, is_positive_int
 
 ARRAYS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 # the fields of TRM's / HRM's PuzzleDatasetMetadata this reader uses or checks (total_puzzles,
@@ -252,7 +252,7 @@ class TRMDatasetModule(TaskDataModule):
         sizes = {}
         for split, n in given.items():
             total = len(self.sources[split])
-            if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            if n is not None and (not is_positive_int(n)):
                 raise ConfigError(f"task.datamodule.n_{split}={n!r} must be a positive integer or "
                                   "null (the whole split)")
             if split == "train" and n is not None and n > total:
@@ -289,7 +289,7 @@ class TRMDatasetModule(TaskDataModule):
         have = {"height": self.height, "width": self.width, "vocab_size": self.vocab_size,
                 "num_puzzle_identifiers": self.num_puzzle_identifiers}
         for key, value in have.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_positive_int(value):
                 raise ConfigError(f"task.datamodule.{key}={value!r} must be an integer >= 1")
         wrong = [k for k, v in want.items() if have[k] != v]
         if self.height * self.width != seq_len:

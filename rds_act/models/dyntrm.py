@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rds_act.errors import ConfigError, check_choice, check_range
+from rds_act.errors import ConfigError, check_choice, check_range, is_positive_int
 from rds_act.models.layers import Block, TokenMLP
 from rds_act.models.moe import ExpertLibrary
 
@@ -155,7 +155,7 @@ class DynTRM(nn.Module):
         experts = (
             ExpertLibrary(d_model, num_experts, top_k, mlp_ratio, dropout) if self.num_experts else None
         )
-        if not isinstance(block_layers, int) or isinstance(block_layers, bool) or block_layers < 1:
+        if not is_positive_int(block_layers):
             raise ConfigError(f"model.block_layers={block_layers} must be an integer >= 1")
         if block_layers > 1 and experts is not None:
             raise ConfigError(f"model.block_layers={block_layers} with model.num_experts={num_experts}: "
@@ -164,7 +164,7 @@ class DynTRM(nn.Module):
         check_choice("model.mixer", mixer, MIXERS)
         if mixer == "mlp":
             seq_len = seq_len if seq_len is not None else getattr(encoder, "seq_len", None)
-            if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
+            if not is_positive_int(seq_len):
                 raise ConfigError(f"model.mixer=mlp needs the fixed number of tokens per sample: "
                                   f"model.seq_len={seq_len!r}; allowed: an integer >= 1 (grid tasks "
                                   "set it from their encoder), or model.mixer=attention")

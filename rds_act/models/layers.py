@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rds_act.errors import ConfigError, check_range
+from rds_act.errors import ConfigError, check_range, is_positive_int
 
 
 class Attention(nn.Module):
@@ -219,7 +219,7 @@ class GridTokenEncoder(nn.Module):
         super().__init__()
         check_range("task.encoder.pos_std", pos_std, 0.0)
         for key, value in (("n_tokens", n_tokens), ("height", height), ("width", width)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_positive_int(value):
                 raise ConfigError(f"task.encoder.{key}={value!r} must be an integer >= 1")
         self.n_tokens, self.height, self.width = n_tokens, height, width
         self.seq_len = height * width  # tokens per sample (what model.mixer=mlp is built for)

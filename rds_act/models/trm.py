@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rds_act.errors import ConfigError
+from rds_act.errors import ConfigError, is_positive_int
 from rds_act.models.dyntrm import DynTRM, State
 
 
@@ -34,7 +34,7 @@ class TRMState(State):
 
 
 def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_positive_int(value):
         raise ConfigError(f"model.{name}={value!r} is not allowed; allowed: an integer >= 1")
     return int(value)
 
