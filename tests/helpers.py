@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rds_act.act import StepStack
+from rds_act.act import StepStack, first_exit
 from rds_act.models.dyntrm import Unrolled
 
 # overrides that shrink any task to a few seconds of CPU
@@ -48,3 +48,33 @@ def run_if(min_gpus: int = 0, min_cpus: int = 0) -> pytest.MarkDecorator:
     missing = [f"{min_gpus} GPU(s), found {gpus}" for _ in [0] if gpus < min_gpus]
     missing += [f"{min_cpus} CPUs, found {cpus}" for _ in [0] if cpus < min_cpus]
     return pytest.mark.skipif(bool(missing), reason="needs " + "; ".join(missing))
+
+
+class HaltAtOwnStep:
+    """Exit rule: sample b halts at step (b % steps) + 1, so samples exit at different steps
+    (its carry is the active rows' original indices, compacted with them)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def __call__(self, step, t, carry):
+        idx = carry if carry is not None else torch.arange(step.pred.shape[0])
+        return (idx % self.steps) + 1 == t, idx
+
+
+def check_adaptive_matches_masked(
+    model, batch: dict, steps: int
+) -> tuple[torch.Tensor, torch.Tensor, Unrolled]:
+    """Compacted per-sample halting (``adaptive_forward``) against the masked reference under
+    ``HaltAtOwnStep(steps)``: the same exits, and each sample's prediction the unrolled one at its
+    exit. Returns (pred, exits, the unrolled reference) for the caller's own checks."""
+    rule = HaltAtOwnStep(steps)
+    pred, exits = model.adaptive_forward(batch, rule)
+    with torch.no_grad():
+        unrolled = model.unroll(batch)
+    ref = first_exit(unrolled, rule)
+    assert torch.equal(exits, ref)
+    rows = torch.arange(exits.shape[0])
+    torch.testing.assert_close(pred, unrolled.preds[ref - 1, rows], atol=1e-5, rtol=1e-4)
+    return pred, exits, unrolled
+

@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
+from helpers import HaltAtOwnStep, check_adaptive_matches_masked
 
-from rds_act.act import PLSD, first_exit
+from rds_act.act import PLSD
 from rds_act.errors import ConfigError
 from rds_act.losses import CrossEntropyLoss
 from rds_act.models import DynTRM
@@ -84,30 +85,11 @@ def test_grad_steps_limits_backprop_to_last_k():
     assert block_grad_norm(make_model(T_max=6), 4) > 0.0
 
 
-class HaltAtOwnStep:
-    """Sample b halts at step (b % T) + 1: samples exit at different steps."""
-
-    def __init__(self, steps: int):
-        self.steps = steps
-
-    def __call__(self, step, t, carry):
-        n = step.pred.shape[0]
-        idx = carry if carry is not None else torch.arange(n)
-        return (idx % self.steps) + 1 == t, idx
-
-
 @pytest.mark.parametrize("signal", [False, True])
 def test_adaptive_forward_matches_masked_reference(signal):
     model = make_model(T_max=5, step_signal=signal).eval()
-    b = batch(20)
-    rule = HaltAtOwnStep(5)
-    pred, exits = model.adaptive_forward(b, rule)
-    with torch.no_grad():
-        unrolled = model.unroll(b)
-    ref_exits = first_exit(unrolled, rule)
-    assert torch.equal(exits, ref_exits) and exits.unique().numel() == 5
-    ref_pred = unrolled.preds[ref_exits - 1, torch.arange(20)]
-    torch.testing.assert_close(pred, ref_pred, atol=1e-5, rtol=1e-4)
+    _, exits, _ = check_adaptive_matches_masked(model, batch(20), 5)
+    assert exits.unique().numel() == 5
 
 
 def test_module_scores_own_exit_step_not_post_loop_state():
