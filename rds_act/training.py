@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rds_act.act.base import StepStack
+from rds_act.act.base import StepStack, exploration_min_steps
 from rds_act.errors import ConfigError
 from rds_act.models.dyntrm import State, Unrolled
 from rds_act.module import ACTLitModule
@@ -108,11 +108,7 @@ class DeepSupervisionModule(ACTLitModule):
         seat, rest = take_rows(pending, slice(0, free)), take_rows(pending, slice(free, n))
         k = seat["index"].shape[0]
         device = seat["index"].device
-        min_steps = torch.ones(k, dtype=torch.long, device=device)
-        T = self.model.T_max
-        if self.explore_prob > 0 and T > 1:
-            explore = torch.rand(k, device=device) < self.explore_prob
-            min_steps = torch.where(explore, torch.randint(2, T + 1, (k,), device=device), min_steps)
+        min_steps = exploration_min_steps(k, self.model.T_max, self.explore_prob, device)
         fresh = Carry(seat, None, torch.zeros(k, dtype=torch.long, device=device), min_steps)
         if self.carry is None or len(self.carry) == 0:
             self.carry = fresh
@@ -183,14 +179,13 @@ class DeepSupervisionModule(ACTLitModule):
             steps = carry.steps + 1
             rule, _ = self.act.halt(out, int(steps.max()), None)
             halt = (rule & (steps >= carry.min_steps)) | (steps >= self.model.T_max)
-            hit = correct[0][halt].float()
-            for metric in self.train_acc.values():  # a row's exit is its last step here
-                if hit.numel():
-                    metric.update(hit)
             self.carry = Carry(rows, {f: getattr(out.state, f).detach() for f in latent_fields(out.state)},
                                steps, carry.min_steps).keep(~halt)
             n = rows["index"].shape[0]
             if halt.any():  # accuracy at each row's exit (its last step here) and the steps it ran
+                hit = correct[0][halt].float()
+                for metric in self.train_acc.values():
+                    metric.update(hit)
                 self.log("train/acc", hit.mean(), batch_size=int(halt.sum()))
                 self.log("train/halt_steps", steps[halt].float().mean(), batch_size=int(halt.sum()))
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)

@@ -57,6 +57,17 @@ def step_index(steps: int, device=None) -> Tensor:
     return torch.arange(1, steps + 1, device=device)
 
 
+def exploration_min_steps(n: int, steps: int, explore_prob: float, device=None) -> Tensor:
+    """TRM's exploration: per sample, with probability ``explore_prob`` a minimum step count
+    ``m ~ U{2..steps}`` before which it may not halt, else ``m = 1`` (long tensor [n])."""
+    min_steps = torch.ones(n, dtype=torch.long, device=device)
+    if explore_prob > 0 and steps > 1:
+        explore = torch.rand(n, device=device) < explore_prob
+        random_min = torch.randint(2, steps + 1, (n,), device=device)
+        min_steps = torch.where(explore, random_min, min_steps)
+    return min_steps
+
+
 def step_targets(t_star: Tensor, steps: int) -> Tensor:
     """The halting step function ``1[t >= t*]`` as a float tensor [T, B]."""
     t = step_index(steps, t_star.device)[:, None]

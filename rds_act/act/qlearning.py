@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rds_act.act.base import ACTStrategy, StepStack, step_index
+from rds_act.act.base import ACTStrategy, StepStack, exploration_min_steps, step_index
 from rds_act.errors import ConfigError, check_choice, check_range
 from rds_act.models.dyntrm import StepOut
 
@@ -115,11 +115,7 @@ class QLearning(ACTStrategy):
         """1-based exit of the simulated training rollout per sample (with exploration)."""
         steps, n = stack.losses.shape
         device = stack.losses.device
-        min_steps = torch.ones(n, dtype=torch.long, device=device)
-        if self.explore_prob > 0 and steps > 1:
-            explore = torch.rand(n, device=device) < self.explore_prob
-            random_min = torch.randint(2, steps + 1, (n,), device=device)
-            min_steps = torch.where(explore, random_min, min_steps)
+        min_steps = exploration_min_steps(n, steps, self.explore_prob, device)
         t = step_index(steps, device)[:, None]
         fire = (self.halts(stack.unrolled.halt_logits.detach()) & (t >= min_steps)) | (t == steps)
         return fire.float().argmax(0) + 1  # argmax returns the first maximum
