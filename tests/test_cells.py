@@ -119,3 +119,9 @@ def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
                              capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr
         assert want in out.stdout
+    for bad, named in (([str(tmp_path / "nope")], "nope"), ([str(run), "threshold=abc"], "threshold='abc'"),
+                       ([str(run), "bins=3"], "bins='3'")):
+        out = subprocess.run([sys.executable, str(script), *bad], capture_output=True, text=True, timeout=600)
+        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+        assert out.returncode == 2 and len(errors) == 1 and named in errors[0], out.stderr
+        assert "Traceback" not in out.stderr

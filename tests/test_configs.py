@@ -142,7 +142,8 @@ def test_bad_values_raise_config_error(compose_cfg, override, message):
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
-    for args in (["act=nope"], ["task=nope"], ["model.T_max=0"]):
+    for args in (["act=nope"], ["task=nope"], ["model.T_max=0"], ["training=nope"],
+                 ["model.n_latent=0", "model=trm"], ["model.mixer=conv", "model=trm"]):
         proc = subprocess.run(
             [sys.executable, "-m", "rds_act.train", *args, "logger=none", "callbacks=none"],
             capture_output=True, text=True, cwd=tmp_path, timeout=600,
