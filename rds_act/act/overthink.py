@@ -18,8 +18,7 @@ class Overthink(BetterPLSD):
 
     ``start`` holds the cost off for the first epochs: under a hop curriculum, a step cost from
     the start trains each new hop's answer at the early steps where it cannot be ready yet, and
-    the curriculum slows (full RPC, beta 1: L <= 5 after 304k samples, against L <= 8 after 288k
-    without the cost).
+    the curriculum slows (docs/results/rpc.md, the step-cost runs).
 
     ``mode='step_cost'`` (no privileged information): ``t* = argmin_t ℓ_t + β·w·t``, so an extra
     step must buy at least β of loss. ``mode='privileged'`` (reproduces the seed; needs

@@ -1,4 +1,4 @@
-"""A disk cache for fixed sets made by slow external generators (9x9 Sudoku: ~35 puzzles/s).
+"""A disk cache for fixed sets made by slow external generators (9x9 Sudoku, for one).
 
 A set is keyed by everything that decides its contents (task, sizes, split, seed, generator
 version); the first run builds it with a progress bar and later runs load it in a moment.

@@ -7,8 +7,8 @@ distance between them is in the asked range (so a ``size`` grid needs ``size >= 
 interior cells for start and goal). These are open random grids, not perfect mazes, so a pair
 often has several shortest paths; a per-cell label would then be ambiguous, so only mazes with
 a **unique** shortest path are kept: the datamodule counts shortest paths itself (BFS with path
-counts) and redraws with a new seed until there is exactly one (on 9x9 about 40% of draws are
-kept at 5 moves, 16% at 10, 10% at 14: long paths are mostly ambiguous).
+counts) and redraws with a new seed until there is exactly one (long paths are mostly
+ambiguous, so they take the most redraws; the rates are in docs/results/maze.md).
 
 Cells (``x``): 0 pad, 1 wall, 2 open, 3 start, 4 goal. Label (``y``): 1 for every cell of the
 shortest path, start and goal included (``d + 1`` cells for ``d`` moves), 0 for every other maze
@@ -37,7 +37,7 @@ from rds_act.errors import ConfigError
 PAD, WALL, OPEN, START, GOAL = 0, 1, 2, 3, 4
 IGNORE_INDEX = -100
 MIN_SIZE = 4  # reasoning-gym puts start and goal on distinct interior cells: (size-2)^2 >= 2
-MAX_TRIES = 500  # redraws per maze before giving up (the rarest default case keeps ~7% of draws)
+MAX_TRIES = 500  # redraws per maze before giving up (enough for the rarest default path length)
 _MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))
 
 

@@ -29,7 +29,8 @@ MISSING_GENERATOR = ("task=sudoku and task=maze need reasoning-gym, which is not
 
 def require_generator() -> None:
     """One error line naming the extra when reasoning-gym is missing; cheap once imported, so
-    the generators call it per item (the version lookup below is not: ~1 ms, a 4x4 puzzle's cost)."""
+    the generators call it per item (the version lookup below is not: it costs about as much as
+    generating a 4x4 puzzle)."""
     try:
         import reasoning_gym  # noqa: F401
     except ImportError:

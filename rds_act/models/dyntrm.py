@@ -91,9 +91,9 @@ class DynTRM(nn.Module):
 
     ``halt_grad`` scales the gradient that the halting loss sends into the backbone (0: the loss
     trains the halting head only; 1: fully shared, TRM-style). Early in training the halting
-    target (t*) is noise, and its full gradient through the shared state stalls the multi-hop
-    algorithm (measured on RPC: L <= 2 at 0.09 accuracy after 100k samples with it, 0.48 without);
-    a small share still lets the backbone learn features that tell when an answer is ready.
+    target (t*) is noise, and its full gradient through the shared state can stall a multi-hop
+    algorithm the backbone is still learning (docs/results/rpc.md); a small share still lets the
+    backbone learn features that tell when an answer is ready.
     ``halt_hidden=n`` gives the halting head one hidden layer of n units instead of a linear map.
     ``halt_confidence=True`` also shows the halting head how sure the readout is (for classes:
     the top log-probability and the entropy; the readout's ``confidence``), detached.
@@ -113,7 +113,7 @@ class DynTRM(nn.Module):
     step follows one pointer and sees that the value reached ends the chain only in the next
     step's failed lookup, so it exits a step after the chain length; a two-layer block sees it
     within the step and answers at the chain length, or before it where it learns pointer
-    doubling (README, Full RPC: seed 1 and seed 0).
+    doubling (docs/results/rpc.md, Full RPC).
     """
 
     def __init__(
