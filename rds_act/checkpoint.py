@@ -20,7 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from rds_act.build import build_module
-from rds_act.cli import TRAINED_GROUPS, parse_override
+from rds_act.cli import TRAINED_GROUPS, parse_override, search_path
 from rds_act.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -49,14 +49,19 @@ def load_checkpoint(path: str | None) -> dict:
 
 def with_checkpoint_choices(argv: list[str]) -> list[str]:
     """Compose with the groups the checkpoint was trained with (``act=better_plsd`` ...), so that
-    an override such as ``act.threshold=0.9`` finds its key; groups the user names win."""
+    an override such as ``act.threshold=0.9`` finds its key; groups the user names win. A run
+    trained with the user's own config dirs gets them back unless the command line names some."""
     path = next((v for k, v, _ in map(parse_override, argv) if k == "ckpt_path"), None)
     try:
-        choices = load_checkpoint(path)["rds_act_config"].get("choices", {})
+        saved = load_checkpoint(path)["rds_act_config"]
     except ConfigError:
         return argv  # loading reports the bad path in one line
+    choices, searchpath = saved.get("choices", {}), saved.get("searchpath") or []
     given = {parse_override(a)[0] for a in argv}
-    return argv + [f"{g}={c}" for g, c in choices.items() if c and g not in given]
+    extra = [f"{g}={c}" for g, c in choices.items() if c and g not in given]
+    if searchpath and not search_path(argv):
+        extra.append("hydra.searchpath=[" + ",".join(f"'{u}'" for u in searchpath) + "]")
+    return argv + extra
 
 
 def merge_run_config(cfg: DictConfig, saved: dict, overrides: list[str]) -> DictConfig:

@@ -34,8 +34,56 @@ def parse_override(arg: str) -> tuple[str, str | None, bool]:
     return key.lstrip("+~"), (value if sep else None), key.startswith("~")
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def search_path(argv: list[str]) -> list[str]:
+    """The config dirs the command line adds to conf/, as Hydra URLs (``file://...``,
+    ``pkg://...``): the entries of ``hydra.searchpath=[...]`` and ``--config-dir DIR`` (``-cd``).
+    This is how a user's own tasks, strategies, models and optimizers reach every entry point."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    urls: list[str] = []
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag in CONFIG_DIR_FLAGS:
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            if value:
+                urls.append(f"file://{Path(value).absolute()}")
+        elif parse_override(arg)[0] == "hydra.searchpath" and not arg.startswith("~"):
+            try:
+                entries = OverridesParser.create().parse_overrides([arg])[0].value()
+            except Exception:  # noqa: BLE001 - any parse error of the list
+                raise ConfigError(f"{arg!r} is not a list of config dirs; allowed: e.g. "
+                                  "hydra.searchpath=[file:///a/conf,pkg://my_pkg.conf]") from None
+            urls += [str(e) for e in (entries if isinstance(entries, list) else [entries])]
+    return urls
+
+
+def search_dir(url: str) -> Path:
+    """The directory a search-path URL names; one error line when there is none."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "file", url
+    if scheme == "file":
+        path = Path(rest)
+    elif scheme == "pkg":
+        top, *sub = rest.split(".")
+        spec = importlib.util.find_spec(top) if _has(top) else None
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        path = Path(roots[0], *sub) if roots else Path("<no package>")
+    else:
+        raise ConfigError(f"hydra.searchpath entry {url!r}: allowed: file://<dir> or pkg://<package>")
+    if not path.is_dir():
+        raise ConfigError(f"hydra.searchpath entry {url!r} is not a directory; allowed: file://<an "
+                          "existing config dir> or pkg://<an importable package with configs>")
+    return path
+
+
+def group_options(group: str, argv: list[str] | None = None) -> list[str]:
+    """The options of a config group: conf/'s and those of the command line's search path."""
+    dirs = [CONF_DIR, *(search_dir(u) for u in search_path(argv or []))]
+    return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
 
 
 def check_group_choices(argv: list[str]) -> None:
@@ -44,7 +92,7 @@ def check_group_choices(argv: list[str]) -> None:
         key, value, _ = parse_override(arg)
         if value is None or key not in CONFIG_GROUPS or "(" in value:
             continue
-        options = group_options(key)
+        options = group_options(key, argv)
         for choice in (v.strip() for v in value.split(",")):
             if choice and choice != "null":
                 check_choice(key, choice, options)
@@ -135,6 +183,7 @@ def check_composes(argv: list[str], config_name: str) -> None:
     plain = [a for a in argv if not a.startswith("-") and "=" in a
              and not a.lstrip("+~").startswith(("hydra.", "hydra/"))
              and not (sweep and ("," in a or "(" in a))]
+    plain += search_path_override(argv)  # the user's config dirs (--config-dir, hydra.searchpath)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -146,6 +195,36 @@ def check_composes(argv: list[str], config_name: str) -> None:
     finally:
         GlobalHydra.instance().clear()
     check_task_variant(cfg)
+
+
+def user_search_path() -> list[str]:
+    """Inside a Hydra run: the config dirs the user added (``--config-dir``, ``hydra.searchpath``)."""
+    sources = HydraConfig.get().runtime.config_sources
+    return [f"{s.schema}://{s.path}" for s in sources
+            if s.provider == "command-line" or str(s.provider).startswith("hydra.searchpath")]
+
+
+def search_path_override(argv: list[str]) -> list[str]:
+    """``hydra.searchpath=[...]`` for Hydra's compose API, which has no ``--config-dir``: both
+    forms of the command line's search path in one override (none when it has none)."""
+    urls = search_path(argv)
+    for url in urls:
+        search_dir(url)
+    return ["hydra.searchpath=[" + ",".join(f"'{u}'" for u in urls) + "]"] if urls else []
+
+
+def config_dir_as_search_path(argv: list[str]) -> list[str]:
+    """``argv`` for Hydra's compose API: ``--config-dir DIR`` and ``hydra.searchpath=`` become one
+    ``hydra.searchpath=[...]`` override."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in CONFIG_DIR_FLAGS:
+            skip = True
+        elif arg.partition("=")[0] not in CONFIG_DIR_FLAGS and parse_override(arg)[0] != "hydra.searchpath":
+            rest.append(arg)
+    return rest + search_path_override(argv)
 
 
 def check_task_variant(cfg: DictConfig) -> None:

@@ -41,9 +41,9 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    sys.argv[1:] = with_checkpoint_choices(sys.argv[1:])  # the user's config dirs too
     one_line_errors(check_group_choices)(sys.argv[1:])
     one_line_errors(check_override_keys)(sys.argv[1:], "eval")
-    sys.argv[1:] = with_checkpoint_choices(sys.argv[1:])
     one_line_errors(check_composes)(sys.argv[1:], "eval")
     _hydra_main()
 

@@ -21,6 +21,7 @@ from rds_act.cli import (
     check_override_keys,
     check_plugins,
     one_line_errors,
+    user_search_path,
 )
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import keep_earlier_attempt, resolve_last
@@ -36,7 +37,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     L.seed_everything(cfg.seed, workers=True)
     choices = HydraConfig.get().runtime.choices
-    module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS})
+    module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS},
+                                      searchpath=user_search_path())
     if cfg.get("ckpt_path"):
         check_fits(module, cfg.ckpt_path)  # one line for a missing, corrupt or foreign file
     trainer = build_trainer(cfg)

@@ -18,6 +18,7 @@ from rds_act.cli import (  # noqa: E402
     CONF_DIR,
     check_composes,
     check_group_choices,
+    config_dir_as_search_path,
     one_line_errors,
 )
 
@@ -25,9 +26,10 @@ from rds_act.cli import (  # noqa: E402
 def compose_from_argv(extra: list[str] | None = None) -> DictConfig:
     """The train config with ``key=value`` overrides from the command line (``ckpt_path=`` too:
     then composed with the checkpoint's own group choices, so ``act.threshold=0.9`` finds its key)."""
-    check_group_choices(sys.argv[1:])
-    overrides = with_checkpoint_choices([*(extra or []), *sys.argv[1:]])
-    check_composes(overrides, "train")
+    argv = with_checkpoint_choices([*(extra or []), *sys.argv[1:]])
+    check_group_choices(argv)
+    check_composes(argv, "train")
+    overrides = config_dir_as_search_path(argv)  # compose has no --config-dir
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with open_dict(cfg):
