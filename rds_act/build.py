@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
 from lightning import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import Logger
@@ -23,23 +24,25 @@ log = logging.getLogger(__name__)
 
 
 def build_module(
-    cfg: DictConfig, choices: dict[str, str | None] | None = None
+    cfg: DictConfig, choices: dict[str, str | None] | None = None,
+    searchpath: list[str] | None = None,
 ) -> tuple[ACTLitModule, LightningDataModule]:
     """The datamodule and the LightningModule (backbone + strategy + task loss).
 
-    ``choices`` (group -> option, e.g. ``{"act": "plsd"}``) is recorded with the config the
-    module saves in its checkpoints, so evaluation can compose the same groups again.
+    ``choices`` (group -> option, e.g. ``{"act": "plsd"}``) and ``searchpath`` (the user's config
+    dirs, as Hydra URLs) are recorded with the config the module saves in its checkpoints, so
+    evaluation can compose the same groups again, a user's own included.
 
     ``cfg.eval.exit_rule`` / ``cfg.eval.threshold`` (eval config only) pick the exit rule used when
     evaluating; without them the strategy's own halting rule decides.
     """
     validate_config(cfg)  # every typed value, before anything is built
-    datamodule = hydra.utils.instantiate(cfg.task.datamodule)
-    model = hydra.utils.instantiate(cfg.model)
-    act = hydra.utils.instantiate(cfg.act)
-    task_loss = hydra.utils.instantiate(cfg.task.loss)
-    optimizer = hydra.utils.instantiate(cfg.optimizer)
-    scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    datamodule = instantiate(cfg, "task.datamodule")
+    model = instantiate(cfg, "model")
+    act = instantiate(cfg, "act")
+    task_loss = instantiate(cfg, "task.loss")
+    optimizer = instantiate(cfg, "optimizer")
+    scheduler = instantiate(cfg, "scheduler") if cfg.get("scheduler") else None
     eval_cfg = cfg.get("eval") or {}
     exit_rule = build_exit_rule(
         eval_cfg.get("exit_rule", "halt_head"), act, eval_cfg.get("threshold"), task_loss.kind
@@ -60,9 +63,28 @@ def build_module(
                 OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
             ),
             **({"choices": dict(choices)} if choices is not None else {}),
+            **({"searchpath": list(searchpath)} if searchpath else {}),
         },
     )
     return module, datamodule
+
+
+def instantiate(cfg: DictConfig, key: str) -> Any:
+    """``hydra.utils.instantiate`` of one part; a constructor that rejects its arguments (an
+    unknown ``+act.foo=1``, a wrong type, a user class's own check) is one line naming the key.
+    Our own classes' ConfigErrors pass through as they are."""
+    try:
+        return hydra.utils.instantiate(OmegaConf.select(cfg, key))
+    except InstantiationException as exc:
+        err: BaseException | None = exc
+        while err is not None and not isinstance(err, ConfigError):
+            err = err.__cause__ or err.__context__
+        if err is not None:
+            raise err from None
+        cause = exc.__cause__ or exc
+        target = OmegaConf.select(cfg, f"{key}._target_", default="?")
+        raise ConfigError(f"{key}: {target} rejected its arguments ({type(cause).__name__}: "
+                          f"{cause}); check the {key}.* values") from None
 
 
 def module_factory(cfg: DictConfig) -> tuple[Callable[..., ACTLitModule], dict[str, Any]]:

@@ -3,6 +3,7 @@ range and choice checks that raise it."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 
 
@@ -28,3 +29,25 @@ def check_choice(name: str, value: object, allowed: Iterable[object]) -> None:
     allowed = list(allowed)
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is unknown; allowed: {', '.join(map(str, allowed))}")
+
+
+def locate(name: str, key: str) -> object:
+    """The object a dotted path names (``my_pkg.tasks.MyDataModule``), imported; one line naming
+    ``key`` and what is missing when the package is not on the path or lacks the name."""
+    parts = str(name).split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"{key}={name!r} is not a dotted path; allowed: package.module.Name")
+    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module prefix
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+            break
+        except ImportError as exc:
+            error = exc
+    else:
+        raise ConfigError(f"{key}={name!r} cannot be imported ({error}); put its package on "
+                          "PYTHONPATH or pip install it")
+    for part in parts[cut:]:
+        if not hasattr(obj, part):
+            raise ConfigError(f"{key}={name!r}: {getattr(obj, '__name__', obj)!s} has no {part!r}")
+        obj = getattr(obj, part)
+    return obj

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rds_act.cli import check_task_variant
-from rds_act.errors import ConfigError
+from rds_act.errors import ConfigError, locate
 
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
               "64", "32", "16", "bf16", 64, 32, 16)
@@ -93,11 +93,37 @@ def validate_config(cfg: DictConfig) -> None:
         if not rule.test(value):
             raise ConfigError(f"{key}={value!r} is not allowed; allowed: {rule.allowed}")
     check_machine(cfg)
+    check_targets(cfg)
     d_model = OmegaConf.select(cfg, "model.d_model", default=None)
     heads = OmegaConf.select(cfg, "model.n_heads", default=None)
     if d_model and heads and d_model % heads:
         raise ConfigError(f"model.d_model={d_model} is not a multiple of model.n_heads={heads}; "
                           "allowed: d_model divisible by n_heads")
+
+
+# the parts built from the config; a user's own classes live here as ``_target_`` paths
+BUILT_KEYS = ("task", "model", "act", "optimizer", "scheduler", "training")
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Every ``_target_`` of the built parts imports (a user's package on PYTHONPATH, a misspelt
+    class name): one line naming the key, not Hydra's instantiation report."""
+    def walk(node: object, key: str) -> None:
+        if isinstance(node, DictConfig):
+            for k in node.keys():
+                child = node._get_node(k)
+                if k == "_target_":
+                    locate(str(node[k]), f"{key}._target_")
+                elif isinstance(child, DictConfig | ListConfig):
+                    walk(child, f"{key}.{k}")
+        elif isinstance(node, ListConfig):
+            for i, item in enumerate(node):
+                walk(item, f"{key}[{i}]")
+
+    for key in BUILT_KEYS:
+        node = cfg.get(key) if isinstance(cfg, DictConfig) else None
+        if isinstance(node, DictConfig):
+            walk(node, key)
 
 
 # logger option -> (module it needs, pip extra that installs it)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from rds_act.act.base import ACTStrategy, StepStack, oracle_step
 from rds_act.act.fixed import Fixed
-from rds_act.errors import ConfigError, check_choice, check_range
+from rds_act.errors import ConfigError, check_choice, check_range, locate
 from rds_act.models.dyntrm import StepOut
 
 EXIT_RULES = ("halt_head", "entropy", "stability", "oracle", "fixed")
@@ -67,8 +67,38 @@ class OracleExit:
                           "step (adaptive inference); use it only for metrics on the full stack")
 
 
+def external_exit_rule(name: Any, threshold: float | None) -> Callable:
+    """A rule kept outside the package: ``eval.exit_rule=my_pkg.exits.MyRule`` (a dotted path to
+    a class or factory, called with ``threshold`` when one is given) or a mapping with
+    ``_target_`` (instantiated as Hydra does). It must follow the contract above."""
+    import hydra
+
+    if isinstance(name, str):
+        factory = locate(name, "eval.exit_rule")
+    elif hasattr(name, "get") and name.get("_target_"):
+        locate(str(name.get("_target_")), "eval.exit_rule._target_")
+    else:
+        raise ConfigError(f"eval.exit_rule={name!r}: allowed: {', '.join(EXIT_RULES)}, a dotted "
+                          "path to a rule class on PYTHONPATH, or {_target_: ...}")
+    try:
+        if isinstance(name, str):
+            rule = factory() if threshold is None else factory(threshold)
+        else:
+            rule = hydra.utils.instantiate(name)
+    except Exception as exc:  # noqa: BLE001 - construction errors of user code, any kind
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"eval.exit_rule={name!r} cannot be built ({type(cause).__name__}: "
+                          f"{str(cause).splitlines()[0] if str(cause) else ''})") from None
+    if not callable(rule):
+        raise ConfigError(f"eval.exit_rule={name!r} built a {type(rule).__name__}, which is not "
+                          "callable as (step, t, carry) -> (halt, carry)")
+    return rule
+
+
 def build_exit_rule(
-    name: str,
+    name: Any,
     strategy: ACTStrategy,
     threshold: float | None = None,
     task_kind: str = "classification",
@@ -78,7 +108,10 @@ def build_exit_rule(
 
     ``halt_head`` returns ``strategy`` itself (tune it through the strategy, e.g. ``act.threshold``).
     ``entropy`` needs class probabilities, so it is refused for ``task_kind='regression'``.
+    A dotted name or a ``_target_`` mapping is a user's own rule (``external_exit_rule``).
     """
+    if not isinstance(name, str) or "." in name:
+        return external_exit_rule(name, threshold)
     check_choice("eval.exit_rule", name, EXIT_RULES)
     if threshold is not None and name not in DEFAULT_THRESHOLDS:
         raise ConfigError(f"eval.threshold={threshold} does not apply to eval.exit_rule={name}; only "
