@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rds_act.act.base import ACTStrategy
 from rds_act.act.exits import build_exit_rule
+from rds_act.callbacks import CurriculumStep
 from rds_act.errors import ConfigError
 from rds_act.module import ACTLitModule
 from rds_act.validate import validate_config
@@ -118,7 +119,8 @@ def warn_untrained_curriculum_step(datamodule: LightningDataModule, act: ACTStra
 def build_trainer(
     cfg: DictConfig, with_callbacks: bool = True, extra_callbacks: list[Callback] | None = None
 ) -> Trainer:
-    callbacks: list[Callback] = list(extra_callbacks or [])
+    # the curriculum is the task's: every trainer drives it, whatever the callbacks group says
+    callbacks: list[Callback] = [CurriculumStep(), *(extra_callbacks or [])]
     bar_on = cfg.trainer.get("enable_progress_bar", True)
     if with_callbacks:
         for conf in (cfg.get("callbacks") or {}).values():

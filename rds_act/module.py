@@ -11,21 +11,11 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from rds_act.act.base import ACTStrategy, StepStack, first_exit, oracle_step
+from rds_act.data.base import EVAL_SPLITS
 from rds_act.errors import ConfigError
-from rds_act.loggers import log_step_charts
 from rds_act.losses import TaskLoss
-from rds_act.metrics import (
-    ExitRecord,
-    ExpertUsageCurves,
-    StepCurves,
-    effective_rank,
-    exit_metrics,
-    gather_rows,
-    prediction_rows,
-)
+from rds_act.metrics import ExitRecord, exit_metrics, gather_rows, prediction_rows
 from rds_act.models.dyntrm import DynTRM
-
-EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
 
 
 class ACTLitModule(LightningModule):
@@ -33,7 +23,9 @@ class ACTLitModule(LightningModule):
     of the ``act`` config group); evaluates by halting each sample on its own and scoring it
     with its own prediction at its own exit step.
 
-    ``exit_rule`` (default: the strategy's own ``halt``) decides exits at evaluation.
+    ``exit_rule`` (default: the strategy's own ``halt``) decides exits at evaluation. The
+    curriculum and the per-step dashboards are callbacks (``rds_act.callbacks``); each
+    validation step returns its stack for them.
     """
 
     def __init__(
@@ -58,10 +50,6 @@ class ACTLitModule(LightningModule):
             {split: exit_metrics(split, regression, getattr(task_loss, "per_cell", False))
              for split in ("val", "test", "ood")}
         )
-        self.curves = StepCurves(model.T_max)
-        # only a model with an expert library logs balance loss and expert usage
-        experts = getattr(model, "experts", None)
-        self.usage = ExpertUsageCurves(model.T_max, experts.num_experts) if experts is not None else None
         # accuracy on the epoch's training samples: at each sample's exit, at the last step and
         # at its t* (the lowest-loss step); the curriculum promotes on the one it names
         self.train_acc = nn.ModuleDict(
@@ -69,10 +57,14 @@ class ACTLitModule(LightningModule):
         )
         self.samples_seen = 0  # training samples so far, all ranks together (learning curves)
         self.applications_seen = 0  # applications of the shared block in training (compute)
-        self._erank: list[Tensor] | None = None
         self.predictions: list[dict] = []  # per-sample rows of the last test run
 
     # -- shared -------------------------------------------------------------------------------
+    @staticmethod
+    def split_of(stage: str, dataloader_idx: int) -> str:
+        """The split a stage's dataloader serves (validate: val, ood; test: test, ood)."""
+        return EVAL_SPLITS[stage][dataloader_idx]
+
     def steps_for(self, split: str) -> int:
         return self.ood_T_max if split == "ood" else self.model.T_max
 
@@ -108,9 +100,8 @@ class ACTLitModule(LightningModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         stack = self.stack(batch)
         loss, logs = self.act.loss(stack, batch)
-        balance = stack.unrolled.balance_loss
-        if balance is not None:  # the module's term, the same under every strategy
-            loss = loss + self.model.balance_weight * balance
+        if stack.unrolled.aux_loss is not None:  # the backbone's own term, under every strategy
+            loss = loss + stack.unrolled.aux_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
@@ -130,8 +121,8 @@ class ACTLitModule(LightningModule):
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
         self.log("train/acc", hit.mean(), batch_size=n)
         self.log("train/final_acc", final.mean(), batch_size=n)
-        if balance is not None:
-            self.log("train/balance_loss", balance.detach(), batch_size=n)
+        if stack.unrolled.balance_loss is not None:
+            self.log("train/balance_loss", stack.unrolled.balance_loss.detach(), batch_size=n)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -144,31 +135,22 @@ class ACTLitModule(LightningModule):
         """Shared-block applications one training batch cost: every row unrolled to T_max."""
         return batch["index"].shape[0] * self.model.T_max * self.model.block_applications
 
+    def train_accuracy(self, name: str) -> float:
+        """The epoch's training accuracy so far: ``exit``, ``final`` or ``oracle`` (t*)."""
+        return float(self.train_acc[name].compute())
+
     def on_train_epoch_end(self) -> None:
-        """Report the epoch's accuracy on the curriculum's current range; it may widen."""
-        accs = {name: float(metric.compute()) for name, metric in self.train_acc.items()}
-        for metric in self.train_acc.values():
+        for metric in self.train_acc.values():  # after CurriculumStep has read them
             metric.reset()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if getattr(datamodule, "curriculum", None) is not None:
-            acc = accs[datamodule.curriculum.metric]
-            datamodule.promote(acc)
-            self.log("curriculum/level", float(datamodule.level))
-            self.log("curriculum/acc", acc)
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _eval_step(self, stage: str, batch: dict[str, Tensor], batch_idx: int, idx: int) -> None:
-        split = EVAL_SPLITS[stage][idx]
+    def _eval_step(self, stage: str, batch: dict[str, Tensor], idx: int) -> StepStack:
+        split = self.split_of(stage, idx)
         stack, record = self.evaluate(batch, split)
         self.metrics[split].update(record)
         if stage == "test":
             self.predictions += prediction_rows(record, split, batch["index"].cpu())
-        if split == "val":
-            self.curves.update(stack)
-            if self.usage is not None:
-                self.usage.update(stack.unrolled.expert_usage, batch["index"].shape[0])
-            if batch_idx == 0:
-                self._erank = [effective_rank(s) for s in stack.unrolled.summaries]
+        return stack
 
     def _eval_epoch_end(self, stage: str) -> None:
         if stage == "validate":
@@ -177,26 +159,15 @@ class ACTLitModule(LightningModule):
         for split in EVAL_SPLITS[stage]:
             self.log_dict(self.metrics[split].compute())
             self.metrics[split].reset()
-        if stage == "validate" and self._erank is not None:
-            curves = {f"val_curve/{k}": v for k, v in self.curves.compute().items()}
-            curves.update({f"val_curve/erank_t{t + 1:02d}": v for t, v in enumerate(self._erank)})
-            if self.usage is not None:
-                curves.update({f"val_curve/{k}": v for k, v in self.usage.compute().items()})
-                self.usage.reset()
-            self.log_dict(curves)
-            if not self.trainer.sanity_checking:
-                log_step_charts(self.loggers, curves, self.current_epoch)
-            self.curves.reset()
-            self._erank = None
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("validate", batch, batch_idx, dataloader_idx)
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> StepStack:
+        return self._eval_step("validate", batch, dataloader_idx)  # the stack, for StepDashboards
 
     def on_test_epoch_start(self) -> None:
         self.predictions = []
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("test", batch, batch_idx, dataloader_idx)
+        self._eval_step("test", batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("validate")

@@ -52,7 +52,8 @@ def test_per_step_curves_reach_wandb_as_line_charts(compose_cfg, tmp_path, monke
             pass
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = compose_cfg(*TINY, "trainer.max_epochs=2", "trainer.enable_progress_bar=false")
+    dashboards = [o if o != "callbacks=none" else "callbacks=dashboards" for o in TINY]
+    cfg = compose_cfg(*dashboards, "trainer.max_epochs=2", "trainer.enable_progress_bar=false")
     module, datamodule = build_module(cfg)
     trainer = build_trainer(cfg)
     logger = RecordingWandb(save_dir=str(tmp_path), offline=True)

@@ -9,6 +9,7 @@ import torch
 from helpers import TINY
 
 from rds_act.build import build_module, build_trainer
+from rds_act.callbacks import StepDashboards
 from rds_act.errors import ConfigError
 from rds_act.models import DynTRM
 from rds_act.models.layers import MLP, ClassReadout, PairTokenEncoder
@@ -157,8 +158,11 @@ def test_library_needs_an_expert():
         ExpertLibrary(16, num_experts=0)
 
 
+DASHBOARDS = [o if o != "callbacks=none" else "callbacks=dashboards" for o in TINY]
+
+
 def test_dyntrm_moe_fits_and_logs_balance_and_usage(compose_cfg):
-    cfg = compose_cfg("model=dyntrm_moe", *TINY, "trainer.fast_dev_run=true")
+    cfg = compose_cfg("model=dyntrm_moe", *DASHBOARDS, "trainer.fast_dev_run=true")
     module, datamodule = build_module(cfg)
     assert module.model.experts is not None and module.model.balance_weight == 0.01
     trainer = build_trainer(cfg)
@@ -192,12 +196,14 @@ def test_the_module_adds_the_weighted_balance_loss(compose_cfg):
     assert logged[10.0]["train/loss"] - logged[0.0]["train/loss"] == pytest.approx(10.0 * balance, rel=1e-4)
 
 def test_dense_model_logs_nothing_new(compose_cfg):
-    cfg = compose_cfg(*TINY, "trainer.fast_dev_run=true")
+    cfg = compose_cfg(*DASHBOARDS, "trainer.fast_dev_run=true")
     module, datamodule = build_module(cfg)
-    assert module.usage is None
     trainer = build_trainer(cfg)
+    dashboards = next(c for c in trainer.callbacks if isinstance(c, StepDashboards))
     trainer.fit(module, datamodule=datamodule)
     trainer.validate(module, datamodule=datamodule, verbose=False)
+    assert dashboards.usage is None
+    assert any(k.startswith("val_curve/acc_t") for k in trainer.callback_metrics)
     assert not any("balance" in k or "expert" in k for k in trainer.callback_metrics)
 
 

@@ -12,6 +12,8 @@ from rds_act.data.curriculum import Curriculum
 from rds_act.errors import ConfigError
 
 SPLITS = {"train": 0, "val": 1, "test": 2, "ood": 3}
+# the splits each evaluation stage serves, in dataloader order: the one home of that order
+EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -173,10 +175,10 @@ class TaskDataModule(LightningDataModule):
         return self._loader("train", True, epoch)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader("val", False), self._loader("ood", False)]
+        return [self._loader(split, False) for split in EVAL_SPLITS["validate"]]
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", False)
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader("test", False), self._loader("ood", False)]
+        return [self._loader(split, False) for split in EVAL_SPLITS["test"]]

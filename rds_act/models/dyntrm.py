@@ -44,8 +44,9 @@ class Unrolled:
     """Per-step outputs stacked on a leading step axis (index 0 is step t=1).
 
     With an expert library (``num_experts > 0``), ``balance_loss`` is its load-balancing loss
-    averaged over the steps and ``expert_usage`` ``[steps, E]`` each step's share of
-    token-assignments per expert; both are None for a dense model.
+    averaged over the steps, ``aux_loss`` that loss times ``balance_weight`` (the backbone's own
+    term, which the LightningModule adds to any strategy's loss) and ``expert_usage``
+    ``[steps, E]`` each step's share of token-assignments per expert; all None for a dense model.
     """
 
     preds: Tensor
@@ -53,6 +54,7 @@ class Unrolled:
     summaries: Tensor
     balance_loss: Tensor | None = None
     expert_usage: Tensor | None = None
+    aux_loss: Tensor | None = None
 
     @property
     def steps(self) -> int:
@@ -104,8 +106,8 @@ class DynTRM(nn.Module):
     ``t <= c`` for a visible count c) and the halting head can see how far it has come.
     ``num_experts=E > 0`` swaps the block's MLP for an ``ExpertLibrary`` of E experts (``top_k``
     per token); since the block is shared, every step routes into the same library.
-    ``balance_weight`` is read by the LightningModule, which adds ``balance_weight`` times the
-    library's load-balancing loss to the training loss (kept here so it is a ``model.`` key).
+    ``balance_weight`` weights the library's load-balancing loss into ``Unrolled.aux_loss``,
+    the backbone's own term that the LightningModule adds to the training loss.
     ``mixer='mlp'`` mixes tokens by an MLP across the ``seq_len`` positions instead of attention
     (TRM-MLP; one fixed length, which an encoder with a ``seq_len`` attribute supplies).
     ``block_layers=n`` makes the one re-entrant block n attention + MLP layers deep (TRM's is 2);
@@ -257,6 +259,7 @@ class DynTRM(nn.Module):
         unrolled = Unrolled(torch.stack(preds), torch.stack(halts), torch.stack(summaries))
         if balance:
             unrolled.balance_loss, unrolled.expert_usage = torch.stack(balance).mean(), torch.stack(usage)
+            unrolled.aux_loss = self.balance_weight * unrolled.balance_loss
         return unrolled
 
     @torch.no_grad()
