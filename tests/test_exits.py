@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rds_act.act import ACTGraves, BetterPLSD, Fixed, Ponder, StepStack, build_exit_rule, first_exit
-from rds_act.act.exits import EntropyExit, OracleExit, StabilityExit
+from rds_act.act.exits import AccelerationExit, EntropyExit, KLExit, OracleExit, StabilityExit
 from rds_act.errors import ConfigError
 from rds_act.models import DynTRM
 from rds_act.models.dyntrm import Unrolled
@@ -24,7 +24,7 @@ def unrolled(preds=None, summaries=None, steps=3, n=2) -> Unrolled:
 
 def test_unknown_exit_names_value_and_choices():
     with pytest.raises(ConfigError, match="eval.exit_rule='nope' is unknown; allowed: halt_head, "
-                                          "entropy, stability, oracle, fixed"):
+                                          "entropy, stability, kl, acceleration, oracle, fixed"):
         build_exit_rule("nope", Fixed())
 
 
@@ -135,7 +135,8 @@ def model_and_batch():
 
 
 @pytest.mark.parametrize("rule", [
-    StabilityExit(0.95), Ponder(), ACTGraves(epsilon=0.3), EntropyExit(4.0),
+    StabilityExit(0.95), Ponder(), ACTGraves(epsilon=0.3), EntropyExit(4.0), KLExit(0.05),
+    AccelerationExit(0.3),
 ])
 def test_carry_rules_agree_with_adaptive_compaction(model_and_batch, rule):
     """adaptive_forward drops finished rows from the carry; exits must match the masked loop."""
@@ -145,3 +146,58 @@ def test_carry_rules_agree_with_adaptive_compaction(model_and_batch, rule):
     _, adaptive = model.adaptive_forward(batch, rule)
     assert torch.equal(masked, adaptive)
     assert len(masked.unique()) > 1  # samples really leave at different steps
+
+
+def sure_model():
+    """A DynTRM with large random weights: confidence and state moves differ per sample and step."""
+    torch.manual_seed(0)
+    model = DynTRM(PairTokenEncoder(16, 32), ClassReadout(32, 16), d_model=32, n_heads=4, T_max=6).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    g = torch.Generator().manual_seed(1)
+    return model, {"x": torch.randint(0, 16, (64, 9, 2), generator=g), "y": torch.zeros(64, dtype=torch.long)}
+
+
+def first_true(flags: torch.Tensor, steps: int) -> torch.Tensor:
+    """1-based first step where ``flags [T, B]`` holds, else ``steps``."""
+    return torch.where(flags.any(0), flags.float().argmax(0) + 1, torch.tensor(steps))
+
+
+def test_kl_exit_on_a_model_stops_when_successive_predictions_agree():
+    """Huginn's rule on a real DynTRM: each sample leaves at the first step t >= 2 whose
+    KL(p_t || p_{t-1}) is below the threshold (computed here by hand from the unrolled steps)."""
+    model, batch = sure_model()
+    with torch.no_grad():
+        logp = torch.log_softmax(model.unroll(batch).preds, -1)  # [T, B, C]
+    kl = (logp[1:].exp() * (logp[1:] - logp[:-1])).sum(-1)  # [T-1, B]: steps 2..T
+    threshold = float(kl.median())
+    want = first_true(torch.cat([torch.zeros(1, 64, dtype=torch.bool), kl < threshold]), 6)
+    _, exits = model.adaptive_forward(batch, KLExit(threshold))
+    assert torch.equal(exits, want) and 2 <= exits.min() and exits.float().mean() < 6
+    assert len(exits.unique()) > 1
+    assert model.adaptive_forward(batch, KLExit(0.0))[1].eq(6).all()  # KL is never below 0
+    assert build_exit_rule("kl", Fixed()).threshold == 5e-4  # Huginn's
+
+
+def test_acceleration_exit_on_a_model_stops_when_the_step_size_settles():
+    """Pappone's second-order rule on a real DynTRM: with s_t the pooled state's move at step t,
+    a sample leaves at the first t >= 3 with |s_t - s_{t-1}| < threshold * s_{t-1}."""
+    model, batch = sure_model()
+    with torch.no_grad():
+        summaries = model.unroll(batch).summaries.float()  # [T, B, d]
+    size = (summaries[1:] - summaries[:-1]).norm(dim=-1)  # s_2..s_T
+    ratio = (size[1:] - size[:-1]).abs() / size[:-1]  # for t = 3..T
+    threshold = float(ratio.median())
+    never = torch.zeros(2, 64, dtype=torch.bool)
+    want = first_true(torch.cat([never, ratio < threshold]), 6)
+    _, exits = model.adaptive_forward(batch, AccelerationExit(threshold))
+    assert torch.equal(exits, want) and 3 <= exits.min() and len(exits.unique()) > 1
+    assert model.adaptive_forward(batch, AccelerationExit(0.0))[1].eq(6).all()
+
+
+def test_kl_is_refused_for_regression_and_thresholds_are_checked():
+    with pytest.raises(ConfigError, match="eval.exit_rule=kl needs a predicted class distribution"):
+        build_exit_rule("kl", Fixed(), task_kind="regression")
+    with pytest.raises(ConfigError, match="eval.threshold=-1"):
+        build_exit_rule("acceleration", Fixed(), threshold=-1.0)

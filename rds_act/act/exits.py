@@ -19,8 +19,8 @@ from rds_act.act.fixed import Fixed
 from rds_act.errors import ConfigError, check_choice, check_range, locate
 from rds_act.models.dyntrm import StepOut
 
-EXIT_RULES = ("halt_head", "entropy", "stability", "oracle", "fixed")
-DEFAULT_THRESHOLDS = {"entropy": 0.5, "stability": 0.99}
+EXIT_RULES = ("halt_head", "entropy", "stability", "kl", "acceleration", "oracle", "fixed")
+DEFAULT_THRESHOLDS = {"entropy": 0.5, "stability": 0.99, "kl": 5e-4, "acceleration": 0.05}
 
 
 class EntropyExit:
@@ -54,6 +54,49 @@ class StabilityExit:
         else:
             halt = F.cosine_similarity(summary, carry, dim=-1) > self.threshold
         return halt, summary
+
+
+class KLExit:
+    """Exit once successive predictions agree: KL(p_t || p_{t-1}) (nats, mean over positions)
+    below ``threshold`` (Huginn's rule, Geiping et al. 2025, there 5e-4). Never exits at t = 1;
+    the carry is the previous step's log-probabilities."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLDS["kl"]):
+        check_range("eval.threshold", threshold, 0.0)
+        self.threshold = threshold
+
+    def __call__(self, step: StepOut, t: int, carry: Tensor | None = None) -> tuple[Tensor, Any]:
+        logp = F.log_softmax(step.pred.detach().float(), -1)
+        if carry is None:
+            halt = torch.zeros(logp.shape[0], dtype=torch.bool, device=logp.device)
+        else:
+            kl = (logp.exp() * (logp - carry)).sum(-1)
+            halt = kl.reshape(kl.shape[0], -1).mean(1) < self.threshold
+        return halt, logp
+
+
+class AccelerationExit:
+    """Exit once the state's step size stops changing: with ``s_t = |summary_t - summary_{t-1}|``
+    (the pooled state's move at step t), exit when the second difference ``|s_t - s_{t-1}|`` is
+    below ``threshold`` times ``s_{t-1}`` (Pappone et al. 2025's second-order rule, relative so
+    that one threshold serves any state scale). Never exits before t = 3; the carry is the
+    previous summary and step size."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLDS["acceleration"]):
+        check_range("eval.threshold", threshold, 0.0)
+        self.threshold = threshold
+
+    def __call__(self, step: StepOut, t: int, carry: tuple[Tensor, Tensor] | None = None
+                 ) -> tuple[Tensor, Any]:
+        summary = step.summary.detach().float().reshape(step.summary.shape[0], -1)
+        n = summary.shape[0]
+        if carry is None:  # t = 1: no step yet; the size is marked unknown (NaN)
+            return torch.zeros(n, dtype=torch.bool, device=summary.device), (
+                summary, torch.full((n,), float("nan"), device=summary.device))
+        previous, last_size = carry
+        size = (summary - previous).norm(dim=-1)
+        halt = (size - last_size).abs() < self.threshold * last_size  # False while NaN
+        return halt, (summary, size)
 
 
 class OracleExit:
@@ -104,7 +147,8 @@ def build_exit_rule(
     task_kind: str = "classification",
 ) -> Callable:
     """The exit rule called ``name``; ``threshold`` (None: the rule's default) is only for
-    ``entropy`` (default 0.5 nats) and ``stability`` (default cosine 0.99).
+    ``entropy`` (default 0.5 nats), ``stability`` (default cosine 0.99), ``kl`` (default 5e-4
+    nats) and ``acceleration`` (default 0.05 of the last step size).
 
     ``halt_head`` returns ``strategy`` itself (tune it through the strategy, e.g. ``act.threshold``).
     ``entropy`` needs class probabilities, so it is refused for ``task_kind='regression'``.
@@ -127,4 +171,11 @@ def build_exit_rule(
             raise ConfigError("eval.exit_rule=entropy needs a predicted class distribution, but this "
                               "task is regression; use eval.exit_rule=stability or halt_head")
         return EntropyExit(DEFAULT_THRESHOLDS["entropy"] if threshold is None else threshold)
+    if name == "kl":
+        if task_kind == "regression":
+            raise ConfigError("eval.exit_rule=kl needs a predicted class distribution, but this "
+                              "task is regression; use eval.exit_rule=stability or acceleration")
+        return KLExit(DEFAULT_THRESHOLDS["kl"] if threshold is None else threshold)
+    if name == "acceleration":
+        return AccelerationExit(DEFAULT_THRESHOLDS["acceleration"] if threshold is None else threshold)
     return StabilityExit(DEFAULT_THRESHOLDS["stability"] if threshold is None else threshold)
