@@ -9,9 +9,13 @@ from __future__ import annotations
 import sys
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from lightning import LightningDataModule
+from omegaconf import DictConfig, OmegaConf
 
+from rds_act.act.calibrate import calibrate, check_calibratable, rule_at
+from rds_act.act.fixed import Fixed
 from rds_act.build import build_trainer
 from rds_act.checkpoint import load_module, with_checkpoint_choices
 from rds_act.cli import (
@@ -21,18 +25,48 @@ from rds_act.cli import (
     check_override_keys,
     one_line_errors,
 )
+from rds_act.data.base import EVAL_SPLITS
+from rds_act.module import ACTLitModule
 from rds_act.results import collect_metrics, save_results
 
 
 @one_line_errors
 def run_eval(cfg: DictConfig) -> dict[str, float]:
-    """Test the checkpoint's model on the test and ood splits; returns what metrics.json holds."""
+    """Test the checkpoint's model on the test and ood splits; returns what metrics.json holds.
+
+    With ``eval.calibrate.max_drop`` the exit rule's threshold is first chosen on the validation
+    split (``rds_act.act.calibrate``) and recorded as ``calibrate/*``."""
     module, datamodule, cfg = load_module(cfg, list(HydraConfig.get().overrides.task))
+    calibrated = calibrate_exit(module, datamodule, cfg)
     trainer = build_trainer(cfg, with_callbacks=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = collect_metrics(trainer, ("test", "ood"))
+    metrics = {**collect_metrics(trainer, ("test", "ood")), **calibrated}
     save_results(metrics, module.predictions, HydraConfig.get().runtime.output_dir)
     return metrics
+
+
+def calibrate_exit(module: ACTLitModule, datamodule: LightningDataModule, cfg: DictConfig) -> dict:
+    """Set ``module.exit_rule`` to the calibrated rule when ``eval.calibrate.max_drop`` is given;
+    returns the calibration's metrics (none without it)."""
+    options = OmegaConf.select(cfg, "eval.calibrate", default=None) or {}
+    if options.get("max_drop") is None:
+        return {}
+    name, kind = cfg.eval.exit_rule, module.task_loss.kind
+    check_calibratable(name, module.act, cfg.eval.get("threshold"))
+    datamodule.setup("validate")
+    module.eval()
+    with torch.no_grad():
+        stacks = [module.stack(batch, module.steps_for("val"))
+                  for batch in datamodule.val_dataloader()[EVAL_SPLITS["validate"].index("val")]]
+    result = calibrate(name, module.act, stacks, kind, float(options["max_drop"]),
+                       float(options.get("delta", 0.1)), options.get("candidates", 40))
+    module.exit_rule = (Fixed() if result.threshold is None
+                        else rule_at(name, module.act, result.threshold, kind))
+    chosen = "none certified: every step runs" if result.threshold is None else f"{result.threshold:.4g}"
+    print(f"calibrated eval.exit_rule={name}: threshold {chosen} (val drop {result.val_drop:.4f}, "
+          f"harm {result.val_harm:.4f}, exit {result.val_avg_exit:.2f}; max_drop {result.max_drop} "
+          f"at confidence {1 - result.delta:.2f})")
+    return result.metrics()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")

@@ -1,0 +1,106 @@
+"""Calibrated exits (eval.calibrate.max_drop): the binomial test, the fixed-sequence choice of a
+threshold on hand-built stacks, and the entry point on a trained checkpoint with its bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from helpers import TINY, run_cli
+
+from rds_act.act import PLSD, Fixed, StepStack
+from rds_act.act.calibrate import binomial_cdf, calibrate
+from rds_act.errors import ConfigError
+from rds_act.models.dyntrm import Unrolled
+
+
+def test_binomial_cdf_matches_the_sum_by_hand():
+    n, p = 20, 0.1
+    by_hand = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(3))
+    assert binomial_cdf(2, n, p) == pytest.approx(by_hand, rel=1e-12)
+    assert binomial_cdf(0, 400, 0.001) == pytest.approx(0.999**400)
+    assert binomial_cdf(5, 5, 0.3) == pytest.approx(1.0)
+
+
+def halting_stack(n: int = 400, wrong_at_1: int = 40) -> StepStack:
+    """Three steps; σ(halt) is 0.6, 0.9, 0.99 at steps 1..3 for every sample; every answer is
+    right at steps 2 and 3, and ``wrong_at_1`` samples are wrong at step 1."""
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    halt = torch.tensor([logit(0.6), logit(0.9), logit(0.99)])[:, None].expand(3, n)
+    logits = torch.stack([halt, torch.zeros(3, n)], -1)
+    correct = torch.ones(3, n, dtype=torch.bool)
+    correct[0, :wrong_at_1] = False
+    unrolled = Unrolled(torch.zeros(3, n, 4), logits, torch.zeros(3, n, 2))
+    return StepStack(unrolled, torch.zeros(3, n), correct)
+
+
+def test_the_most_aggressive_certified_threshold_is_chosen():
+    # exiting at step 1 loses 10% of the samples: above max_drop 0.05, so the sequence stops
+    # before it and the chosen threshold exits at step 2, where nothing is lost
+    cal = calibrate("halt_head", PLSD(), [halting_stack()], "classification", max_drop=0.05)
+    assert 0.6 <= cal.threshold < 0.9 and cal.val_avg_exit == 2.0
+    assert cal.val_harm == 0.0 and cal.val_drop == 0.0
+    # a 10% loss is certified below 15% (P(X <= 40 | 400, 0.15) ~ 0.002 < delta): step 1
+    cal = calibrate("halt_head", PLSD(), [halting_stack()], "classification", max_drop=0.15)
+    assert cal.threshold < 0.6 and cal.val_avg_exit == 1.0 and cal.val_harm == pytest.approx(0.1)
+    # 400 samples cannot certify a 0.1% risk even with no loss (0.999**400 > delta): no early exit
+    cal = calibrate("halt_head", PLSD(), [halting_stack()], "classification", max_drop=0.001)
+    assert cal.threshold is None and cal.val_avg_exit == 3.0
+    assert math.isnan(cal.metrics()["calibrate/threshold"])
+
+
+def test_calibration_values_are_checked():
+    with pytest.raises(ConfigError, match="eval.calibrate.max_drop=2.0 is out of range"):
+        calibrate("halt_head", PLSD(), [halting_stack()], "classification", max_drop=2.0)
+    with pytest.raises(ConfigError, match="eval.calibrate.candidates=1 is not allowed"):
+        calibrate("halt_head", PLSD(), [halting_stack()], "classification", 0.05, candidates=1)
+    from rds_act.act.calibrate import check_calibratable
+
+    with pytest.raises(ConfigError, match="no probability threshold to calibrate"):
+        check_calibratable("halt_head", Fixed(), None)
+    with pytest.raises(ConfigError, match="only rules with a threshold can be calibrated"):
+        check_calibratable("oracle", PLSD(), None)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calibrate")
+    proc = run_cli("rds_act.train", [*TINY, "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+                                     "callbacks=default", f"hydra.run.dir={root}/run"], root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root, root / "run" / "checkpoints" / "last.ckpt"
+
+
+def test_rds_act_eval_calibrates_and_records_the_threshold(checkpoint):
+    root, ckpt = checkpoint
+    proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt}", "eval.exit_rule=entropy",
+                                    "eval.calibrate.max_drop=0.2", f"hydra.run.dir={root}/cal"], root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "calibrated eval.exit_rule=entropy" in proc.stdout
+    m = json.loads((root / "cal" / "metrics.json").read_text())
+    assert m["calibrate/max_drop"] == 0.2 and m["calibrate/delta"] == 0.1
+    assert m["calibrate/tested"] >= 1 and m["calibrate/val_harm"] < 0.2
+    # the test pass ran with the chosen threshold: the same as giving it by hand
+    proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt}", "eval.exit_rule=entropy",
+                                    f"eval.threshold={m['calibrate/threshold']!r}",
+                                    f"hydra.run.dir={root}/by_hand"], root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by_hand = json.loads((root / "by_hand" / "metrics.json").read_text())
+    for key in ("test/acc", "test/avg_exit", "ood/acc", "ood/avg_exit"):
+        assert m[key] == by_hand[key]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval.calibrate.max_drop=1.5"], "eval.calibrate.max_drop=1.5 is out of range"),
+    (["eval.calibrate.max_drop=0.1", "eval.exit_rule=oracle"], "only rules with a threshold"),
+    (["eval.calibrate.max_drop=0.1", "eval.exit_rule=entropy", "eval.threshold=0.3"],
+     "the calibration picks the threshold"),
+    (["eval.calibrate.max_drop=0.1", "act=fixed"], "no probability threshold to calibrate"),
+])
+def test_bad_calibration_input_is_one_line(checkpoint, args, message):
+    root, ckpt = checkpoint
+    proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt}", *args, f"hydra.run.dir={root}/bad"], root)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (root / "bad").exists()
