@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from rds_act.build import build_module
 from rds_act.cli import TRAINED_GROUPS, parse_override, search_path
 from rds_act.errors import ConfigError
+from rds_act.validate import validate_config
 
 if TYPE_CHECKING:
     from lightning import LightningDataModule
@@ -91,6 +92,7 @@ def load_module(
     fails in one line."""
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
     cfg = merge_run_config(cfg, ckpt["rds_act_config"], overrides)
+    validate_config(cfg)  # before the seed is used
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build_module(cfg)
     check_fits(module, cfg.ckpt_path)

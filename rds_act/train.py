@@ -25,6 +25,7 @@ from rds_act.cli import (
 )
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import keep_earlier_attempt, resolve_last
+from rds_act.validate import validate_config
 
 
 @one_line_errors
@@ -35,6 +36,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     (SIGTERM / Ctrl-C: exit 143 / 130; ``last.ckpt`` from the last full epoch resumes it) or
     failed (a non-finite loss: exit 2), never a success.
     """
+    validate_config(cfg)  # before anything reads a value (the seed first)
     L.seed_everything(cfg.seed, workers=True)
     choices = HydraConfig.get().runtime.choices
     module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS},

@@ -44,12 +44,44 @@ NON_NEGATIVE = Rule(lambda v: _is_num(v) and v >= 0, "a number >= 0")
 UNIT_OPEN = Rule(lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
 UNIT_HALF_OPEN = Rule(lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
 NUMBER_OR_NULL = Rule(lambda v: v is None or _is_num(v), "a number or null")
+UNIT = Rule(lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]")
+BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
+INT_GE1_OR_NULL = Rule(lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null")
 BETAS = Rule(lambda v: isinstance(v, list | tuple) and len(v) == 2
              and all(_is_num(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1), e.g. [0.9, 0.95]")
 
 RULES: dict[str, Rule] = {
     "seed": INT_GE0,
+    "test": BOOL,
     "trainer.max_epochs": INT_GE1,
+    "trainer.check_val_every_n_epoch": INT_GE1_OR_NULL,
+    "trainer.log_every_n_steps": INT_GE1,
+    "trainer.enable_progress_bar": BOOL,
+    "task.T_max": INT_GE1,
+    "task.ood_T_max": INT_GE1_OR_NULL,
+    "task.halt_grad": UNIT,
+    "task.datamodule.fresh_train": BOOL,
+    "model.T_max": INT_GE1,
+    "model.halt_grad": UNIT,
+    "model.step_signal": BOOL,
+    "model.state_norm": BOOL,
+    "model.halt_confidence": BOOL,
+    "model.gated_attention": BOOL,
+    "model.activation_checkpointing": BOOL,
+    "model.compile": BOOL,
+    "act.deep_supervision": BOOL,
+    "act.use_continue": BOOL,
+    "act.explore_prob": UNIT,
+    "act.threshold": UNIT,
+    "act.tolerance": NON_NEGATIVE,
+    "act.halt_weight": NON_NEGATIVE,
+    "act.ds_weight": NON_NEGATIVE,
+    "act.beta": NON_NEGATIVE,
+    "act.tau": NON_NEGATIVE,
+    "act.margin": Rule(_is_num, "a number"),
+    "scheduler.warmup_frac": UNIT,
+    "scheduler.decay_frac": UNIT,
+    "scheduler.min_lr_ratio": UNIT,
     "trainer.precision": Rule(lambda v: v in PRECISIONS, ", ".join(map(str, PRECISIONS[:6]))),
     "trainer.gradient_clip_val": Rule(lambda v: v is None or (_is_num(v) and v > 0), "a number > 0 or null"),
     "model.d_model": INT_GE1,

@@ -118,14 +118,14 @@ def test_unknown_group_option_names_value_and_choices():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.T_max=0", "model.T_max=0 must be >= 1"),
+        ("model.T_max=0", "model.T_max=0 is not allowed; allowed: an integer >= 1"),
         ("task.datamodule.n_train=0", "n_train=0 must be a positive integer"),
         ("task.datamodule.batch_size=-4", "batch_size=-4 must be a positive integer"),
         ("task.ood_T_max=3", r"task.ood_T_max=3 is below model.T_max=4 .*raise task.ood_T_max"),
-        ("act.threshold=1.5", r"act.threshold=1.5 is out of range; allowed: \[0.0, 1.0\]"),
-        ("act.tolerance=-0.5", r"act.tolerance=-0.5 is out of range; allowed: >= 0.0"),
+        ("act.threshold=1.5", r"act.threshold=1.5 is not allowed; allowed: a number in \[0, 1\]"),
+        ("act.tolerance=-0.5", r"act.tolerance=-0.5 is not allowed; allowed: a number >= 0"),
         ("act.halt_target=soon", r"act.halt_target='soon' is unknown; allowed: loss, correct"),
-        ("model.halt_grad=2", r"model.halt_grad=2 is out of range; allowed: \[0.0, 1.0\]"),
+        ("model.halt_grad=2", r"model.halt_grad=2 is not allowed; allowed: a number in \[0, 1\]"),
         ("model.halt_hidden=-1", r"model.halt_hidden=-1 must be >= 0"),
         ("model.block_layers=0", r"model.block_layers=0 .*allowed: an integer >= 1"),
         ("task.datamodule.curriculum.metric=best", r"curriculum.metric='best' is unknown"),
@@ -217,7 +217,7 @@ def test_a_rejected_config_leaves_no_run_dir(tmp_path):
     proc = run_cli("rds_act.train", ["model.T_max=0", "logger=none"], tmp_path)
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
-        "error: model.T_max=0 must be >= 1"]
+        "error: model.T_max=0 is not allowed; allowed: an integer >= 1"]
     assert not list(tmp_path.glob("outputs/train/runs/*"))
 
 
@@ -240,6 +240,13 @@ def test_a_rejected_config_leaves_no_run_dir(tmp_path):
     ("callbacks=ema callbacks.ema.decay=1.5", "callbacks.ema.decay=1.5 is not allowed"),
     ("optimizer=ars2_neo optimizer.rho=-1", "optimizer.rho=-1 is not allowed"),
     ("optimizer=nope", "optimizer='nope' is unknown; allowed: adamw, ars2_neo, muon"),
+    ("seed=-1", "seed=-1 is not allowed; allowed: an integer >= 0"),
+    ("act=fixed act.deep_supervision=maybe", "act.deep_supervision='maybe' is not allowed"),
+    ("model.halt_confidence=7", "model.halt_confidence=7 is not allowed; allowed: true or false"),
+    ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0 is not allowed"),
+    ("act=qlearning act.explore_prob=abc", "act.explore_prob='abc' is not allowed; allowed: a number in"),
+    ("scheduler=warmup_stable_decay scheduler.decay_frac=abc", "scheduler.decay_frac='abc' is not allowed"),
+    ("task.halt_grad=half", r"task.halt_grad='half' is not allowed; allowed: a number in \[0, 1\]"),
 ])
 def test_typed_values_are_validated_before_anything_is_built(compose_cfg, override, message):
     from rds_act.cli import check_group_choices
@@ -252,6 +259,24 @@ def test_typed_values_are_validated_before_anything_is_built(compose_cfg, overri
     while err is not None and not isinstance(err, ConfigError):
         err = err.__cause__ or err.__context__
     assert err is not None and re.search(message, str(err)), caught.value
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", "seed='abc' is not allowed; allowed: an integer >= 0"),
+    ("model.step_signal=maybe", "model.step_signal='maybe' is not allowed; allowed: true or false"),
+    ("test=maybe", "test='maybe' is not allowed; allowed: true or false"),
+    ("task.T_max=four", "task.T_max='four' is not allowed; allowed: an integer >= 1"),
+    ("scheduler=warmup_cosine scheduler.warmup_frac=2", "scheduler.warmup_frac=2 is not allowed"),
+    ("+model.foo=1", "model: rds_act.models.DynTRM rejected its arguments .*'foo'"),
+])
+def test_typed_values_through_the_entry_point_are_one_line(tmp_path, override, message):
+    """Through rds-act-train: one error line (exit 2) naming key, value and what is allowed,
+    before the seed is set or any output is written; no run dir is left."""
+    proc = run_cli("rds_act.train", [*override.split(), "logger=none", f"hydra.run.dir={tmp_path}/run"],
+                   tmp_path)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("config, override, message", [
