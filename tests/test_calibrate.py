@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,3 +107,33 @@ def test_bad_calibration_input_is_one_line(checkpoint, args, message):
     proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt}", *args, f"hydra.run.dir={root}/bad"], root)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (root / "bad").exists()
+
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "exit_rules_table.py"
+
+
+def test_exit_rules_table_calibrates_each_rule_and_counts_what_cannot(checkpoint):
+    root, _ = checkpoint
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(root / "run"), "rules=entropy,halt_head",
+                           "max_drop=0.2", f"out={root}/table"], capture_output=True, text=True,
+                          cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {ln.split("|")[1].strip(): ln for ln in proc.stdout.splitlines() if ln.startswith("| ")}
+    assert set(rows) >= {"entropy", "halt_head"} and rows["entropy"].split("|")[2].strip() == "1"
+    evaluated = json.loads((root / "table" / "run_entropy" / "metrics.json").read_text())
+    assert evaluated["calibrate/max_drop"] == 0.2
+    assert f"{evaluated['test/avg_exit']:.4f}" in rows["entropy"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no run dirs given"),
+    (["."], "is not a training run dir"),
+    (["RUN", "rules=entropy,nope"], "'nope' is unknown; allowed: halt_head"),
+    (["RUN", "max_dro=0.1"], "max_dro='0.1': unknown option"),
+])
+def test_exit_rules_table_bad_input_is_one_line(checkpoint, args, message):
+    root, _ = checkpoint
+    args = [str(root / "run") if a == "RUN" else a for a in args]
+    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          cwd=root, timeout=600)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
