@@ -86,7 +86,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rule in rules:
         m = rows[rule]
-        col = lambda k: [r[k] for r in m]  # noqa: E731
+        col = lambda k, m=m: [r[k] for r in m]  # noqa: E731
         drop = [r["test/final_acc"] - r["test/acc"] for r in m]
         ood_drop = [r["ood/final_acc"] - r["ood/acc"] for r in m]
         thresholds = ", ".join(f"{r['calibrate/threshold']:.3g}" for r in m)
