@@ -166,6 +166,39 @@ def check_output_dir(argv: list[str], run_kind: str) -> None:
         what = "is not a directory" if not parent.is_dir() else "is not writable"
         raise ConfigError(f"{key}={str(target)!r} cannot be created: {str(parent)!r} {what}; "
                           "allowed: a path under a writable directory")
+    if given:
+        check_not_another_run(target, sweep, run_kind, argv)
+
+
+# what a finished (or started) run leaves in its dir
+RUN_OUTPUTS = ("metrics.json", "predictions.csv", "checkpoints", "csv", "summary.csv")
+
+
+def _holds_run(path: Path) -> list[str]:
+    return [n for n in RUN_OUTPUTS if (path / n).exists()] if path.is_dir() else []
+
+
+def check_not_another_run(target: Path, sweep: bool, run_kind: str, argv: list[str]) -> None:
+    """Earlier outputs are never overwritten: a run dir that holds a run is refused in one line,
+    unless this is that run's own resume (``rds-act-train ckpt_path=<dir>/checkpoints/...``);
+    rds-act-eval never writes into a run's dir; a sweep dir must not hold earlier jobs."""
+    if sweep:
+        jobs = [c.name for c in target.iterdir() if _holds_run(c)] if target.is_dir() else []
+        if jobs:
+            raise ConfigError(f"hydra.sweep.dir={str(target)!r} already holds the jobs of a sweep "
+                              f"({', '.join(sorted(jobs)[:3])}, ...); allowed: a new directory")
+        return
+    found = _holds_run(target)
+    if not found:
+        return
+    ckpt = next((v for k, v, _ in map(parse_override, argv) if k == "ckpt_path" and v), None)
+    resume = (run_kind == "train" and ckpt not in (None, "last")
+              and target.resolve() in Path(ckpt).resolve().parents)
+    if not resume:
+        hint = (f"; to resume it: ckpt_path={target}/checkpoints/last.ckpt" if run_kind == "train"
+                else "")
+        raise ConfigError(f"hydra.run.dir={str(target)!r} holds another run ({', '.join(found)}); "
+                          f"allowed: a new directory{hint}")
 
 
 _NOISE = ("full_key:", "object_type", "reference_type", "See https", "Set the environment")

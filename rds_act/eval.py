@@ -22,6 +22,7 @@ from rds_act.cli import (
     CONF_DIR,
     check_composes,
     check_group_choices,
+    check_output_dir,
     check_override_keys,
     one_line_errors,
 )
@@ -79,6 +80,7 @@ def main() -> None:
     one_line_errors(check_group_choices)(sys.argv[1:])
     one_line_errors(check_override_keys)(sys.argv[1:], "eval")
     one_line_errors(check_composes)(sys.argv[1:], "eval")
+    one_line_errors(check_output_dir)(sys.argv[1:], "eval")
     _hydra_main()
 
 

@@ -53,3 +53,35 @@ def test_resuming_in_place_keeps_each_earlier_attempt(tmp_path):
     assert [p.read_text() for p in kept] == ["- trainer.max_epochs=2\n", "- trainer.max_epochs=4\n"]
     keep_earlier_attempt([f"hydra.run.dir={tmp_path / 'new'}"])  # a new dir: nothing to keep
     assert not (tmp_path / "new").exists()
+
+
+def test_no_run_dir_is_overwritten_except_by_its_own_resume(tmp_path):
+    """Through the entry points: training or evaluating into a dir that holds a run is one line
+    (exit 2) and leaves that run's files untouched; resuming it in place is allowed; a sweep dir
+    with earlier jobs is refused."""
+    import json
+
+    from helpers import TINY, run_cli
+
+    run = tmp_path / "run"
+    proc = run_cli("rds_act.train", [*TINY, "callbacks=default", "trainer.max_epochs=1",
+                                     "trainer.enable_progress_bar=false", f"hydra.run.dir={run}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    ckpt = run / "checkpoints" / "last.ckpt"
+    for module, args in (("rds_act.train", [*TINY, f"hydra.run.dir={run}"]),
+                         ("rds_act.eval", [f"ckpt_path={ckpt}", f"hydra.run.dir={run}"])):
+        proc = run_cli(module, args, tmp_path)
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and "holds another run" in errors[0], proc.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    proc = run_cli("rds_act.train", [*TINY, "callbacks=default", "trainer.max_epochs=2",
+                                     "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
+                                     f"ckpt_path={ckpt}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # its own resume
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    (tmp_path / "sweep" / "0").mkdir(parents=True)
+    (tmp_path / "sweep" / "0" / "metrics.json").write_text("{}")
+    sweep = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    proc = run_cli("rds_act.train", ["-m", "act=fixed,plsd", sweep], tmp_path)
+    assert proc.returncode == 2 and "already holds the jobs of a sweep" in proc.stderr
