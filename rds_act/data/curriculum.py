@@ -35,7 +35,7 @@ class Curriculum:
                 f"task.datamodule.curriculum.threshold={threshold!r} must be a number in [0, 1]"
             )
         check_choice("task.datamodule.curriculum.metric", metric, METRICS)
-        self.start, self.step, self.threshold = start, step, float(threshold)
+        self.step, self.threshold = step, float(threshold)
         self.metric = metric
         self.level = start
         self.top: int | None = None  # the task's top training difficulty, set by clamp
