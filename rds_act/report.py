@@ -30,13 +30,26 @@ VALUE_FLAGS = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-
                "-p", "--package", "--experimental-rerun"}
 
 
+# two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (then the normal's)
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+       2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+       2.052, 2.048, 2.045, 2.042)
+
+
 def mean_std(values: np.ndarray) -> str:
-    """``mean ± sample std`` over seeds; just the mean for one value, empty for none."""
+    """``mean ± sample std [95 % interval of the mean]`` over seeds (Student's t); just the mean
+    for one value, empty for none."""
     if len(values) == 0:
         return ""
     if len(values) == 1:
         return f"{values[0]:.3f}"
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+    mean, std = values.mean(), values.std(ddof=1)
+    half = (T95[len(values) - 2] if len(values) - 1 <= len(T95) else 1.960) * std / np.sqrt(len(values))
+    return f"{mean:.3f} ± {std:.3f} [{mean - half:.3f}, {mean + half:.3f}]"
+
+
+def _group_id(key: dict[str, str]) -> tuple:
+    return tuple(sorted(key.items()))
 
 
 def write_summary_csv(runs: Sequence[Run], path: Path, group_by: Sequence[str]) -> Path:
@@ -52,15 +65,21 @@ def write_summary_csv(runs: Sequence[Run], path: Path, group_by: Sequence[str]) 
     return path
 
 
-def summary_table(groups: Sequence[Group], group_by: Sequence[str]) -> str:
-    """Markdown table: label columns that vary (plus ``group_by``), ``n``, the headline metrics."""
+def summary_table(groups: Sequence[Group], group_by: Sequence[str],
+                  not_completed: dict[tuple, int] | None = None) -> str:
+    """Markdown table: label columns that vary (plus ``group_by``), ``n`` (completed seeds),
+    ``failed`` (that group's seeds that failed or were interrupted: counted, never averaged in),
+    the headline metrics as mean ± std [95 % interval]."""
     keys = [k for k in groups[0].key
             if k in group_by or len({g.key[k] for g in groups}) > 1]
     metrics = [m for m in TABLE_METRICS if any(len(g.values(m)) for g in groups)]
-    header = [*keys, "n", *metrics]
+    not_completed = not_completed or {}
+    header = [*keys, "n", "failed", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for g in groups:
-        cells = [g.key[k] for k in keys] + [str(len(g.runs))] + [mean_std(g.values(m)) for m in metrics]
+        failed = str(not_completed.get(_group_id(g.key), 0))
+        cells = ([g.key[k] for k in keys] + [str(len(g.runs)), failed]
+                 + [mean_std(g.values(m)) for m in metrics])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -80,8 +99,11 @@ def write_report(inputs: Iterable[str | Path], out_dir: str | Path,
                           f"{', '.join(sorted({r.status for r in found}))})")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups = group_runs(runs, group_by)
-    table = summary_table(groups, group_by)
+    every = group_runs(found, group_by)  # one key set for completed and not completed runs
+    not_completed = {_group_id(g.key): sum(r.status != "completed" for r in g.runs) for g in every}
+    in_table = [Group(g.key, [r for r in g.runs if r.status == "completed"]) for g in every]
+    groups = [g for g in in_table if g.runs]
+    table = summary_table(in_table, group_by, not_completed)
     if left_out:
         table += "\nLeft out of the table (not completed):\n\n" + "".join(
             f"- {r.path}: {r.status}\n" for r in left_out)
