@@ -81,22 +81,26 @@ def main() -> None:
                 continue
             rows[rule].append(json.loads((run_dir / "metrics.json").read_text()))
     print(f"max_drop {max_drop}, confidence {1 - float(delta):.2f}, {len(runs)} runs; evals in {out}\n")
-    print("| rule | n | test acc at exit | test acc, last step | test drop | test avg exit | compute saved "
-          "| ood drop | ood avg exit | threshold |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for rule in rules:
-        m = rows[rule]
+    print(table(rows, failed))
+
+
+def table(rows: dict[str, list[dict]], failed: dict[str, list[str]]) -> str:
+    """The markdown table, one row per rule, from the eval runs' metrics.json contents."""
+    lines = ["| rule | n | test acc at exit | test acc, last step | test drop | test avg exit | "
+             "compute saved | ood drop | ood avg exit | threshold |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for rule, m in rows.items():
         col = lambda k, m=m: [r[k] for r in m]  # noqa: E731
         drop = [r["test/final_acc"] - r["test/acc"] for r in m]
         ood_drop = [r["ood/final_acc"] - r["ood/acc"] for r in m]
-        thresholds = ", ".join(f"{r['calibrate/threshold']:.3g}" for r in m)
+        thresholds = ", ".join("none" if r.get("calibrate/threshold") is None  # not certified
+                               else f"{r['calibrate/threshold']:.3g}" for r in m)
         n = f"{len(m)}" + (f" ({len(failed[rule])} not calibratable)" if failed[rule] else "")
-        print(f"| {rule} | {n} | {mean_std(col('test/acc'))} | {mean_std(col('test/final_acc'))} | "
-              f"{mean_std(drop)} | {mean_std(col('test/avg_exit'))} | {mean_std(col('test/csr'))} | "
-              f"{mean_std(ood_drop)} | {mean_std(col('ood/avg_exit'))} | {thresholds or '—'} |")
-    for rule, why in failed.items():
-        for line in why:
-            print(f"{rule}: {line}")
+        lines.append(f"| {rule} | {n} | {mean_std(col('test/acc'))} | {mean_std(col('test/final_acc'))} | "
+                     f"{mean_std(drop)} | {mean_std(col('test/avg_exit'))} | {mean_std(col('test/csr'))} | "
+                     f"{mean_std(ood_drop)} | {mean_std(col('ood/avg_exit'))} | {thresholds or '—'} |")
+    lines += [f"{rule}: {line}" for rule, why in failed.items() for line in why]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

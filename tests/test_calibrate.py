@@ -137,3 +137,18 @@ def test_exit_rules_table_bad_input_is_one_line(checkpoint, args, message):
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
                           cwd=root, timeout=600)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exit_rules_table_says_none_where_nothing_was_certified():
+    import importlib.util
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("exit_rules_table", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = {"test/acc": 0.9, "test/final_acc": 0.9, "test/avg_exit": 8.0, "test/csr": 0.0,
+           "ood/acc": 0.5, "ood/final_acc": 0.5, "ood/avg_exit": 16.0}
+    out = script.table({"kl": [{**run, "calibrate/threshold": None},
+                               {**run, "calibrate/threshold": 0.001}]}, {"kl": []})
+    row = next(ln for ln in out.splitlines() if ln.startswith("| kl |"))
+    assert "none, 0.001" in row and "| 2 |" in row
