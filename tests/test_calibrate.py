@@ -65,6 +65,8 @@ def test_calibration_values_are_checked():
         check_calibratable("halt_head", Fixed(), None)
     with pytest.raises(ConfigError, match="only rules with a threshold can be calibrated"):
         check_calibratable("oracle", PLSD(), None)
+    with pytest.raises(ConfigError, match="the calibration picks the threshold"):
+        check_calibratable("entropy", PLSD(), 0.3)
 
 
 @pytest.fixture(scope="module")
@@ -95,18 +97,13 @@ def test_rds_act_eval_calibrates_and_records_the_threshold(checkpoint):
         assert m[key] == by_hand[key]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["eval.calibrate.max_drop=1.5"], "eval.calibrate.max_drop=1.5 is out of range"),
-    (["eval.calibrate.max_drop=0.1", "eval.exit_rule=oracle"], "only rules with a threshold"),
-    (["eval.calibrate.max_drop=0.1", "eval.exit_rule=entropy", "eval.threshold=0.3"],
-     "the calibration picks the threshold"),
-    (["eval.calibrate.max_drop=0.1", "act=fixed"], "no probability threshold to calibrate"),
-])
-def test_bad_calibration_input_is_one_line(checkpoint, args, message):
+def test_bad_calibration_input_is_one_line(checkpoint):
+    """Through rds-act-eval (the other combinations: test_calibration_values_are_checked)."""
     root, ckpt = checkpoint
-    proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt}", *args, f"hydra.run.dir={root}/bad"], root)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
-    assert not (root / "bad").exists()
+    proc = run_cli("rds_act.eval", [f"ckpt_path={ckpt}", "eval.calibrate.max_drop=0.1",
+                                    "eval.exit_rule=oracle", f"hydra.run.dir={root}/bad"], root)
+    assert proc.returncode == 2 and "only rules with a threshold" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (root / "bad").exists()
 
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "exit_rules_table.py"
@@ -125,27 +122,34 @@ def test_exit_rules_table_calibrates_each_rule_and_counts_what_cannot(checkpoint
     assert f"{evaluated['test/avg_exit']:.4f}" in rows["entropy"]
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "no run dirs given"),
-    (["."], "is not a training run dir"),
-    (["RUN", "rules=entropy,nope"], "'nope' is unknown; allowed: halt_head"),
-    (["RUN", "max_dro=0.1"], "max_dro='0.1': unknown option"),
-])
-def test_exit_rules_table_bad_input_is_one_line(checkpoint, args, message):
-    root, _ = checkpoint
-    args = [str(root / "run") if a == "RUN" else a for a in args]
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          cwd=root, timeout=600)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_exit_rules_table_says_none_where_nothing_was_certified():
+def load_script():
     import importlib.util
 
     sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("exit_rules_table", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.parametrize("args, message", [
+    (["."], "is not a training run dir"),
+    (["RUN", "rules=entropy,nope"], "'nope' is unknown; allowed: halt_head"),
+    (["RUN", "max_dro=0.1"], "max_dro='0.1': unknown option"),
+])
+def test_exit_rules_table_bad_options(checkpoint, args, message):
+    root, _ = checkpoint
+    with pytest.raises(ConfigError, match=message):
+        load_script().parse([str(root / "run") if a == "RUN" else a for a in args])
+
+
+def test_exit_rules_table_bad_input_is_one_line():
+    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "no run dirs given" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exit_rules_table_says_none_where_nothing_was_certified():
+    script = load_script()
     run = {"test/acc": 0.9, "test/final_acc": 0.9, "test/avg_exit": 8.0, "test/csr": 0.0,
            "ood/acc": 0.5, "ood/final_acc": 0.5, "ood/avg_exit": 16.0}
     out = script.table({"kl": [{**run, "calibrate/threshold": None},

@@ -247,6 +247,8 @@ def test_a_rejected_config_leaves_no_run_dir(tmp_path):
     ("act=qlearning act.explore_prob=abc", "act.explore_prob='abc' is not allowed; allowed: a number in"),
     ("scheduler=warmup_stable_decay scheduler.decay_frac=abc", "scheduler.decay_frac='abc' is not allowed"),
     ("task.halt_grad=half", r"task.halt_grad='half' is not allowed; allowed: a number in \[0, 1\]"),
+    ("test=maybe", "test='maybe' is not allowed; allowed: true or false"),
+    ("task.T_max=four", "task.T_max='four' is not allowed; allowed: an integer >= 1"),
 ])
 def test_typed_values_are_validated_before_anything_is_built(compose_cfg, override, message):
     from rds_act.cli import check_group_choices
@@ -264,8 +266,6 @@ def test_typed_values_are_validated_before_anything_is_built(compose_cfg, overri
 @pytest.mark.parametrize("override, message", [
     ("seed=abc", "seed='abc' is not allowed; allowed: an integer >= 0"),
     ("model.step_signal=maybe", "model.step_signal='maybe' is not allowed; allowed: true or false"),
-    ("test=maybe", "test='maybe' is not allowed; allowed: true or false"),
-    ("task.T_max=four", "task.T_max='four' is not allowed; allowed: an integer >= 1"),
     ("scheduler=warmup_cosine scheduler.warmup_frac=2", "scheduler.warmup_frac=2 is not allowed"),
     ("+model.foo=1", "model: rds_act.models.DynTRM rejected its arguments .*'foo'"),
 ])
