@@ -109,6 +109,7 @@ def test_bad_calibration_input_is_one_line(checkpoint):
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "exit_rules_table.py"
 
 
+@pytest.mark.slow  # two calibrated evals; the table's rows are checked in-process below
 def test_exit_rules_table_calibrates_each_rule_and_counts_what_cannot(checkpoint):
     root, _ = checkpoint
     proc = subprocess.run([sys.executable, str(SCRIPT), str(root / "run"), "rules=entropy,halt_head",
