@@ -20,7 +20,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from rds_act.build import build_module
-from rds_act.cli import TRAINED_GROUPS, parse_override, search_path
+from rds_act.cli import TRAINED_GROUPS, parse_override, search_path, search_path_arg
 from rds_act.errors import ConfigError
 from rds_act.validate import validate_config
 
@@ -61,7 +61,7 @@ def with_checkpoint_choices(argv: list[str]) -> list[str]:
     given = {parse_override(a)[0] for a in argv}
     extra = [f"{g}={c}" for g, c in choices.items() if c and g not in given]
     if searchpath and not search_path(argv):
-        extra.append("hydra.searchpath=[" + ",".join(f"'{u}'" for u in searchpath) + "]")
+        extra.append(search_path_arg(searchpath))
     return argv + extra
 
 

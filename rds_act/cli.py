@@ -243,7 +243,12 @@ def search_path_override(argv: list[str]) -> list[str]:
     urls = search_path(argv)
     for url in urls:
         search_dir(url)
-    return ["hydra.searchpath=[" + ",".join(f"'{u}'" for u in urls) + "]"] if urls else []
+    return [search_path_arg(urls)] if urls else []
+
+
+def search_path_arg(urls: list[str]) -> str:
+    """One ``hydra.searchpath=[...]`` override holding ``urls``."""
+    return "hydra.searchpath=[" + ",".join(f"'{u}'" for u in urls) + "]"
 
 
 def config_dir_as_search_path(argv: list[str]) -> list[str]:
