@@ -40,6 +40,54 @@ def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProc
                           cwd=cwd, timeout=600)
 
 
+def run_script(path: Path, args: list[str], capsys) -> tuple[int, str, str]:
+    """``python path *args`` inside this process (``runpy`` as ``__main__``, argv patched): the
+    script's own entry code without a second interpreter's start-up (~10 s with torch), for the
+    bad-input cases whose one subprocess twin shows the same path from a shell. Returns
+    (exit code, stdout, stderr)."""
+    import runpy
+
+    capsys.readouterr()
+    saved = sys.argv, list(sys.path)
+    sys.argv = [str(path), *args]
+    sys.path.insert(0, str(Path(path).resolve().parent))  # as `python path` puts it first
+    code = 0
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv, sys.path[:] = saved
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_entry(module: str, args: list[str], capsys, cwd: Path) -> tuple[int, str, str]:
+    """``python -m module *args`` inside this process, in ``cwd`` (``runpy`` as ``__main__``): the
+    entry point's own code (pre-flight checks, Hydra's main, the one-line error wrapper) without a
+    second interpreter's start-up. For the bad-input cases: each entry point keeps subprocess
+    twins (``run_cli``) that show the same path from a shell. Returns (exit code, stdout, stderr)."""
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    capsys.readouterr()
+    saved = sys.argv, list(sys.path), os.getcwd()
+    sys.argv = [module, *args]
+    os.chdir(cwd)
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv, sys.path[:] = saved[0], saved[1]
+        os.chdir(saved[2])
+        GlobalHydra.instance().clear()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def run_if(min_gpus: int = 0, min_cpus: int = 0) -> pytest.MarkDecorator:
     """Skip a test unless the machine has the hardware it needs (GPU and DDP tests): the skip
     reason names what is missing, so a CPU-only CI shows what it did not run."""

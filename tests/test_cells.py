@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, HaltAtOwnStep, check_adaptive_matches_masked, run_cli
+from helpers import TINY, HaltAtOwnStep, check_adaptive_matches_masked, run_cli, run_script
 from omegaconf import OmegaConf
 
 from rds_act.act import PLSD
@@ -84,7 +82,7 @@ def test_adaptive_path_and_exits_work_per_sample_on_cell_outputs():
     assert not record.correct_final.all()
 
 
-def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
+def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path, capsys):
     run = tmp_path / "run"
     proc = run_cli("rds_act.train", [
         "task=sudoku", "task.datamodule.size=4", "task.datamodule.n_puzzles=32",
@@ -103,10 +101,9 @@ def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
     assert all(r["correct"] == "0" or float(r["cell_acc"]) == 1.0 for r in test)
     # scripts/exit_table.py recomputes the split's accuracies from predictions.csv alone
     script = Path(__file__).resolve().parent.parent / "scripts" / "exit_table.py"
-    table = subprocess.run([sys.executable, str(script), str(run), "buckets=3"], capture_output=True,
-                           text=True, timeout=600)
-    assert table.returncode == 0, table.stderr
-    lines = [ln.split("|")[1:-1] for ln in table.stdout.splitlines() if ln.startswith("| test |")]
+    code, out, err = run_script(script, [str(run), "buckets=3"], capsys)
+    assert code == 0, err
+    lines = [ln.split("|")[1:-1] for ln in out.splitlines() if ln.startswith("| test |")]
     n = sum(int(c[2]) for c in lines)
     assert n == len(test) and len(lines) >= 2
     for col, key in ((3, "test/acc"), (4, "test/final_acc")):
@@ -115,13 +112,12 @@ def test_cell_task_through_the_entry_point_writes_cell_acc(tmp_path):
     script = script.with_name("compute_to_accuracy.py")
     steps = int(OmegaConf.load(run / ".hydra" / "config.yaml").task.T_max)
     for threshold, want in (("0", f"| {run} | 64 | {64 * steps:.3g} |"), ("2", f"| {run} | not reached |")):
-        out = subprocess.run([sys.executable, str(script), str(run), f"threshold={threshold}"],
-                             capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr
-        assert want in out.stdout
+        code, out, err = run_script(script, [str(run), f"threshold={threshold}"], capsys)
+        assert code == 0, err
+        assert want in out
     for bad, named in (([str(tmp_path / "nope")], "nope"), ([str(run), "threshold=abc"], "threshold='abc'"),
                        ([str(run), "bins=3"], "bins='3'")):
-        out = subprocess.run([sys.executable, str(script), *bad], capture_output=True, text=True, timeout=600)
-        errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-        assert out.returncode == 2 and len(errors) == 1 and named in errors[0], out.stderr
-        assert "Traceback" not in out.stderr
+        code, out, err = run_script(script, bad, capsys)
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and named in errors[0], err
+        assert "Traceback" not in err

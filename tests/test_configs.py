@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import hydra
 import pytest
-from helpers import run_cli
+from helpers import run_cli, run_entry
 
 from rds_act.build import build_module
 from rds_act.cli import CONF_DIR, CONFIG_GROUPS, check_group_choices, group_options
@@ -141,16 +139,14 @@ def test_bad_values_raise_config_error(compose_cfg, override, message):
     assert err is not None and re.search(message, str(err))
 
 
-def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys):
     for args in (["act=nope"], ["task=nope"], ["model.T_max=0"], ["training=nope"],
                  ["model.n_latent=0", "model=trm"], ["model.mixer=conv", "model=trm"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "rds_act.train", *args, "logger=none", "callbacks=none"],
-            capture_output=True, text=True, cwd=tmp_path, timeout=600,
-        )
-        assert proc.returncode == 2, proc.stderr
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and args[0].split("=")[1] in errors[0], proc.stderr
+        code, _, err = run_entry("rds_act.train", [*args, "logger=none", "callbacks=none"], capsys,
+                                 tmp_path)
+        assert code == 2, err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and args[0].split("=")[1] in errors[0], err
 
 
 def test_eval_exit_picks_the_rule_and_rejects_unknown(compose_cfg):
@@ -212,11 +208,11 @@ def test_warmup_stable_decay_holds_the_rate_then_anneals():
         warmup_stable_decay(opt, total_steps=10, warmup_frac=0.5, decay_frac=0.6)
 
 
-def test_a_rejected_config_leaves_no_run_dir(tmp_path):
+def test_a_rejected_config_leaves_no_run_dir(tmp_path, capsys):
     """Bad input costs one line and exit 2, and leaves no half-made run dir behind."""
-    proc = run_cli("rds_act.train", ["model.T_max=0", "logger=none"], tmp_path)
-    assert proc.returncode == 2
-    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+    code, _, err = run_entry("rds_act.train", ["model.T_max=0", "logger=none"], capsys, tmp_path)
+    assert code == 2
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
         "error: model.T_max=0 is not allowed; allowed: an integer >= 1"]
     assert not list(tmp_path.glob("outputs/train/runs/*"))
 
@@ -269,13 +265,23 @@ def test_typed_values_are_validated_before_anything_is_built(compose_cfg, overri
     ("scheduler=warmup_cosine scheduler.warmup_frac=2", "scheduler.warmup_frac=2 is not allowed"),
     ("+model.foo=1", "model: rds_act.models.DynTRM rejected its arguments .*'foo'"),
 ])
-def test_typed_values_through_the_entry_point_are_one_line(tmp_path, override, message):
-    """Through rds-act-train: one error line (exit 2) naming key, value and what is allowed,
-    before the seed is set or any output is written; no run dir is left."""
-    proc = run_cli("rds_act.train", [*override.split(), "logger=none", f"hydra.run.dir={tmp_path}/run"],
-                   tmp_path)
+def test_typed_values_through_the_entry_point_are_one_line(tmp_path, capsys, override, message):
+    """Through rds-act-train's entry code: one error line (exit 2) naming key, value and what is
+    allowed, before the seed is set or any output is written; no run dir is left."""
+    code, _, err = run_entry("rds_act.train", [*override.split(), "logger=none",
+                                               f"hydra.run.dir={tmp_path}/run"], capsys, tmp_path)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and re.search(message, errors[0]), err[-1500:]
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_a_typed_value_from_the_shell_is_one_line(tmp_path):
+    """The same through a real interpreter, as a shell meets it."""
+    proc = run_cli("rds_act.train", ["model.step_signal=maybe", "logger=none",
+                                     f"hydra.run.dir={tmp_path}/run"], tmp_path)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-1500:]
+    assert proc.returncode == 2 and errors == [
+        "error: model.step_signal='maybe' is not allowed; allowed: true or false"], proc.stderr[-1500:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
 
 
@@ -304,14 +310,22 @@ def test_a_misspelt_top_level_key_fails_in_one_line():
     ("eval", "model.nope=3", r"error: Could not override 'model.nope'"),
     ("report", "nope=3", r"error: Could not override 'nope'"),
 ])
-def test_hydra_override_errors_are_one_line(tmp_path, command, override, message):
+def test_hydra_override_errors_are_one_line(tmp_path, capsys, command, override, message):
     """What Hydra itself rejects (a key the config does not have, an override it cannot parse)
     comes out as one error line and exit 2, before any run dir exists, from every entry point."""
     extra = ["ckpt_path=run/checkpoints/last.ckpt"] if command == "eval" else []
-    proc = run_cli(f"rds_act.{command}", [*extra, override], tmp_path)
-    assert proc.returncode == 2
+    code, _, err = run_entry(f"rds_act.{command}", [*extra, override], capsys, tmp_path)
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and re.match(message, lines[0]), err
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_hydra_override_error_from_the_shell_is_one_line(tmp_path):
+    proc = run_cli("rds_act.train", ["model.nope=3"], tmp_path)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and re.match(message, lines[0]), proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert re.match(r"error: Could not override 'model.nope'.*use \+model.nope=3", lines[0])
     assert not (tmp_path / "outputs").exists()
 
 

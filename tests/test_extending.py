@@ -5,6 +5,7 @@ PYTHONPATH for the code. Run from a copy of that project outside the checkout.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_entry
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "outside_project"
 QUIET = ["trainer.enable_progress_bar=false", "logger=csv", "model.d_model=16"]
@@ -111,15 +113,27 @@ def test_a_script_composes_with_the_users_config_dir(project: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_the_users_options_are_listed_and_their_mistakes_are_one_line(project: Path):
-    line = one_error_line(run(project, "rds_act.train", "--config-dir", "conf", "act=halt_att"))
+def entry_error_line(result: tuple[int, str, str]) -> str:
+    code, _, err = result
+    assert code == 2, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+def test_the_users_options_are_listed_and_their_mistakes_are_one_line(project: Path, capsys):
+    # the entry point's own code in this process (its pre-flight reads no user module), then one
+    # mistake that needs the user's package on the path through a real interpreter
+    line = entry_error_line(run_entry("rds_act.train", ["--config-dir", "conf", "act=halt_att"],
+                                      capsys, project))
     assert "halt_at" in line and "plsd" in line  # the user's options beside the package's
-    line = one_error_line(run(project, "rds_act.train", "hydra.searchpath=[file:///no/such/dir]",
-                              "task=majority"))
+    line = entry_error_line(run_entry("rds_act.train", ["hydra.searchpath=[file:///no/such/dir]",
+                                                        "task=majority"], capsys, project))
     assert "/no/such/dir" in line and "not a directory" in line
-    line = one_error_line(run(project, "rds_act.train", "--config-dir", str(project / "conf"),
-                              "task=majority", f"hydra.run.dir={project}/runs/no_path",
-                              pythonpath=False))
+    assert importlib.util.find_spec("my_ext") is None  # not importable here: PYTHONPATH unset
+    line = entry_error_line(run_entry("rds_act.train", [
+        "--config-dir", str(project / "conf"), "task=majority",
+        f"hydra.run.dir={project}/runs/no_path"], capsys, project.parent))
     assert "task.datamodule._target_" in line and "PYTHONPATH" in line
     assert not (project / "runs" / "no_path").exists()
     line = one_error_line(run(project, "rds_act.train", "--config-dir", "conf", "task=majority",

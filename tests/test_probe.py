@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, run_script
 
 from rds_act.train import train
 
@@ -60,14 +60,27 @@ SCRIPTS_WITH_CONFIG = sorted(p.name for p in SCRIPTS.glob("*.py")
                              if p.name not in ("_common.py", "bench_ddp.py"))
 
 
-@pytest.mark.parametrize("script, arg, named", [
+BAD_SCRIPT_INPUT = [
     *[(s, "ckpt_path=/no/such.ckpt", "/no/such.ckpt") for s in SCRIPTS_WITH_CONFIG],
-    ("probe_halting.py", "act=nope", "nope"), ("probe_halting.py", "model.nope=3", "model.nope")])
-def test_scripts_report_bad_input_in_one_line_with_exit_2(script, arg, named):
-    """A bad override or checkpoint is one ``error:`` line naming it and exit 2, as in rds-act-*."""
-    proc = subprocess.run([sys.executable, str(SCRIPTS / script), arg], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr[-500:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], proc.stderr
-    assert proc.stdout.strip() == "", proc.stdout  # no table header as if a result followed
+    ("probe_halting.py", "act=nope", "nope"), ("probe_halting.py", "model.nope=3", "model.nope")]
+
+
+def assert_one_error_line(code: int, out: str, err: str, named: str) -> None:
+    assert code == 2, err[-500:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], err
+    assert out.strip() == "", out  # no table header as if a result followed
+
+
+@pytest.mark.parametrize("script, arg, named", BAD_SCRIPT_INPUT)
+def test_scripts_report_bad_input_in_one_line_with_exit_2(script, arg, named, capsys):
+    """A bad override or checkpoint is one ``error:`` line naming it and exit 2, as in rds-act-*
+    (each script's own entry code, run in this process)."""
+    assert_one_error_line(*run_script(SCRIPTS / script, [arg], capsys), named)
+
+
+def test_a_script_from_the_shell_reports_bad_input_in_one_line():
+    """The same through a real interpreter (stderr and the exit status as a shell sees them)."""
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "probe_halting.py"), "act=nope"],
+                          capture_output=True, text=True, timeout=300)
+    assert_one_error_line(proc.returncode, proc.stdout, proc.stderr, "nope")
