@@ -64,6 +64,7 @@ RULES: dict[str, Rule] = {
     "model.T_max": INT_GE1,
     "model.halt_grad": UNIT,
     "model.step_signal": BOOL,
+    "model.rope": BOOL,
     "model.state_norm": BOOL,
     "model.halt_confidence": BOOL,
     "model.gated_attention": BOOL,

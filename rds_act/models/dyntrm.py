@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rds_act.errors import ConfigError, check_choice, check_range, is_positive_int
-from rds_act.models.layers import Block, TokenMLP
+from rds_act.models.layers import Block, Rotary, TokenMLP
 from rds_act.models.moe import ExpertLibrary
 
 MIXERS = ("attention", "mlp")
@@ -110,6 +110,9 @@ class DynTRM(nn.Module):
     the backbone's own term that the LightningModule adds to the training loss.
     ``mixer='mlp'`` mixes tokens by an MLP across the ``seq_len`` positions instead of attention
     (TRM-MLP; one fixed length, which an encoder with a ``seq_len`` attribute supplies).
+    ``rope=True`` turns queries and keys by the tokens' coordinates (rotary positions; 2-D, row
+    and column, on grid tasks, whose encoders give each token's ``coords``), so attention can find
+    a cell's neighbours by their offset wherever the cell lies, as TRM and HRM do.
     ``block_layers=n`` makes the one re-entrant block n attention + MLP layers deep (TRM's is 2);
     every step applies all n, still with the same weights at every step. On full RPC a one-layer
     step follows one pointer and sees that the value reached ends the chain only in the next
@@ -142,6 +145,7 @@ class DynTRM(nn.Module):
         compile: bool = False,
         mixer: str = "attention",
         seq_len: int | None = None,
+        rope: bool = False,
     ):
         super().__init__()
         if int(T_max) < 1:
@@ -170,8 +174,10 @@ class DynTRM(nn.Module):
                 raise ConfigError(f"model.mixer=mlp needs the fixed number of tokens per sample: "
                                   f"model.seq_len={seq_len!r}; allowed: an integer >= 1 (grid tasks "
                                   "set it from their encoder), or model.mixer=attention")
+        rotary = self._rotary(encoder, d_model, n_heads, mixer) if rope else None
         layers = [Block(d_model, n_heads, mlp_ratio, gated_attention, dropout, mlp=experts,
-                        mixer=TokenMLP(seq_len, mlp_ratio, dropout) if mixer == "mlp" else None)
+                        mixer=TokenMLP(seq_len, mlp_ratio, dropout) if mixer == "mlp" else None,
+                        rotary=rotary)
                   for _ in range(self.block_layers)]
         # one layer keeps its parameter names (block.attn...), so older checkpoints still load
         self.block = layers[0] if self.block_layers == 1 else nn.Sequential(*layers)
@@ -193,6 +199,21 @@ class DynTRM(nn.Module):
         self.step_signal, self.d_model = bool(step_signal), int(d_model)
         if compile:  # in place: parameter names (and so checkpoints) stay those of the eager block
             self.block.compile(dynamic=None)
+
+    @staticmethod
+    def _rotary(encoder: nn.Module, d_model: int, n_heads: int, mixer: str) -> Rotary:
+        """The rotary positions of ``rope=True``, shared by the block's layers (no parameters)."""
+        if d_model % n_heads:
+            raise ConfigError(f"model.d_model={d_model} must be divisible by n_heads={n_heads}")
+        if mixer != "attention":
+            raise ConfigError(f"model.rope=true turns attention's queries and keys; with "
+                              f"model.mixer={mixer} there is no attention: use model.rope=false")
+        coords = getattr(encoder, "coords", None)
+        if coords is None:
+            raise ConfigError(f"model.rope=true needs token coordinates, which "
+                              f"{type(encoder).__name__} does not give (grid tasks' encoders do); "
+                              "use model.rope=false")
+        return Rotary(coords, d_model // n_heads)
 
     @property
     def block_applications(self) -> int:

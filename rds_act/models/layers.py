@@ -9,10 +9,41 @@ from torch import Tensor, nn
 from rds_act.errors import ConfigError, check_range, is_positive_int
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention on PyTorch SDPA, with an optional sigmoid output gate."""
+class Rotary(nn.Module):
+    """Rotary position embedding (RoPE) over the axes of each token's coordinates: with 2-D
+    coordinates (row, column) half of every head's channel pairs turn with the row and half with
+    the column, so an attention score depends on the offset between two cells (one row up, one
+    column left), the same everywhere on the grid and on grids larger than those trained on.
+    ``coords``: [S, A] integer coordinates of the S tokens; no parameters (buffers not saved)."""
 
-    def __init__(self, d_model: int, n_heads: int, gated: bool = False, dropout: float = 0.0):
+    def __init__(self, coords: Tensor, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        n_axes = coords.shape[1]
+        if head_dim % (2 * n_axes):
+            raise ConfigError(f"model.rope needs each head's width (d_model / n_heads = {head_dim}) "
+                              f"to split into channel pairs per axis: a multiple of {2 * n_axes}")
+        per_axis = head_dim // n_axes
+        freqs = base ** (-torch.arange(0, per_axis, 2, dtype=torch.float32) / per_axis)
+        angles = torch.cat([coords[:, a:a + 1].float() * freqs for a in range(n_axes)], -1)
+        self.register_buffer("cos", angles.cos(), persistent=False)  # [S, head_dim / 2]
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: [B, heads, S, head_dim], channel pairs (2i, 2i+1) turned by angle i."""
+        if x.shape[-2] != self.cos.shape[0]:
+            raise ConfigError(f"a sample has {x.shape[-2]} tokens but model.rope was built for the "
+                              f"encoder's {self.cos.shape[0]}")
+        even, odd = x[..., 0::2], x[..., 1::2]
+        cos, sin = self.cos.to(x.dtype), self.sin.to(x.dtype)
+        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], -1).flatten(-2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on PyTorch SDPA, with an optional sigmoid output gate and
+    optional rotary positions (``rotary``, applied to queries and keys)."""
+
+    def __init__(self, d_model: int, n_heads: int, gated: bool = False, dropout: float = 0.0,
+                 rotary: Rotary | None = None):
         super().__init__()
         if d_model % n_heads:
             raise ConfigError(f"model.d_model={d_model} must be divisible by n_heads={n_heads}")
@@ -20,12 +51,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
         self.gate = nn.Linear(d_model, d_model, bias=False) if gated else None
+        self.rotary = rotary
 
     def forward(self, x: Tensor) -> Tensor:
         b, s, d = x.shape
-        q, k, v = self.qkv(x).view(b, s, 3, self.n_heads, d // self.n_heads).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in
+                   self.qkv(x).view(b, s, 3, self.n_heads, d // self.n_heads).unbind(2))
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
         o = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            q, k, v,
             dropout_p=self.dropout if self.training else 0.0,
         )
         o = o.transpose(1, 2).reshape(b, s, d)
@@ -76,11 +111,12 @@ class Block(nn.Module):
     def __init__(
         self, d_model: int, n_heads: int, mlp_ratio: float = 4.0,
         gated_attention: bool = False, dropout: float = 0.0, mlp: nn.Module | None = None,
-        mixer: nn.Module | None = None,
+        mixer: nn.Module | None = None, rotary: Rotary | None = None,
     ):
         super().__init__()
         self.norm1 = nn.RMSNorm(d_model)
-        self.attn = mixer if mixer is not None else Attention(d_model, n_heads, gated_attention, dropout)
+        self.attn = mixer if mixer is not None else Attention(d_model, n_heads, gated_attention,
+                                                              dropout, rotary)
         self.norm2 = nn.RMSNorm(d_model)
         self.mlp = mlp if mlp is not None else MLP(d_model, mlp_ratio, dropout)
 
@@ -223,6 +259,9 @@ class GridTokenEncoder(nn.Module):
                 raise ConfigError(f"task.encoder.{key}={value!r} must be an integer >= 1")
         self.n_tokens, self.height, self.width = n_tokens, height, width
         self.seq_len = height * width  # tokens per sample (what model.mixer=mlp is built for)
+        # each token's (row, column): what model.rope turns queries and keys by
+        rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        self.coords = torch.stack([rows, cols], -1).reshape(-1, 2)
         self.token = nn.Embedding(n_tokens, d_model)
         self.row = nn.Parameter(torch.randn(height, 1, d_model) * float(pos_std))
         self.col = nn.Parameter(torch.randn(1, width, d_model) * float(pos_std))
