@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, run_cli, run_if
+from helpers import TINY, run_cli, run_entry, run_if
 
 from rds_act.act import PLSD
 from rds_act.build import build_module, build_trainer
@@ -140,7 +140,7 @@ def test_gpu_trainer_fits_and_tests(compose_cfg):
     assert 0.0 <= float(fitted.callback_metrics["test/acc"]) <= 1.0
 
 
-def test_multirun_then_eval_from_checkpoint(tmp_path):
+def test_multirun_then_eval_from_checkpoint(tmp_path, capsys):
     """The issue's sweep: four jobs, each with its own dir and metrics.json; eval reproduces one."""
     args = ["-m", "task=rpc,sparse_transform", "act=fixed,plsd", "trainer.max_epochs=1",
             "trainer.enable_progress_bar=false", *[a for a in TINY if not a.startswith("callbacks")]]
@@ -172,9 +172,9 @@ def test_multirun_then_eval_from_checkpoint(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     before = sorted(p for p in tmp_path.rglob("*") if p.is_file())
-    proc = run_cli("rds_act.eval", [f"ckpt_path={bad}", "logger=none"], tmp_path)
-    assert proc.returncode == 2
-    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+    code, _, err = run_entry("rds_act.eval", [f"ckpt_path={bad}", "logger=none"], capsys, tmp_path)
+    assert code == 2
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
         f"error: ckpt_path='{bad}' is not a readable checkpoint (UnpicklingError)"
     ]
     assert all(p.exists() for p in before)
