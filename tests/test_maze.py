@@ -5,10 +5,12 @@ counts from a layer-by-layer sum over it, and the label is walked cell by cell f
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
+import torch
 from helpers import TINY, run_cli
 
 from rds_act.data.maze import GOAL, IGNORE_INDEX, OPEN, PAD, START, WALL, MazeDataModule, shortest_path
@@ -189,11 +191,29 @@ def test_ood_has_longer_paths_on_larger_grids(maze_data):
     (dict(max_dist=12, ood_max_dist=12), r"1 <= min_dist <= max_dist < ood_max_dist"),
     (dict(size=5, max_dist=9), r"max_dist=9 is longer than any path in a 5x5 maze; allowed: <= 8"),
     (dict(n_mazes=0), r"n_mazes=0 must be an integer >= 1 or null"),
-    (dict(curriculum={"start": 4}), r"curriculum is not supported by task=maze"),
 ])
 def test_bad_values_fail_in_one_line(override, message):
     with pytest.raises(ConfigError, match=message):
         MazeDataModule(**override)
+
+
+def test_a_curriculum_trains_on_the_fixed_sets_short_paths_first(maze_data, tmp_path):
+    dm, data = maze_data
+    easy = MazeDataModule(n_train=2 * N, n_val=N, n_test=N, n_ood=N, n_mazes=N // 2,
+                          cache_dir=dm.cache_dir, curriculum={"start": 4, "step": 3})
+    base = dm.mazes("train", N // 2)
+    assert all(np.array_equal(easy.mazes("train", N // 2)[k], base[k]) for k in base)  # one fixed set
+    train = easy.make_split("train")
+    assert int(train["steps_required"].max()) <= 4
+    assert set(train["steps_required"].tolist()) == {d for d in base["difficulty"].tolist() if d <= 4}
+    for x, y, steps in zip(train["x"], train["y"], train["steps_required"], strict=True):
+        check_sample(x.numpy(), y.numpy(), int(steps), dm.size, dm.ood_size)
+    for split in ("val", "test", "ood"):  # evaluation never follows the curriculum
+        assert torch.equal(easy.make_split(split)["x"], data[split]["x"])
+    easy.promote(1.0)
+    assert easy.level == 7 and int(easy.make_split("train")["steps_required"].max()) <= 7
+    fresh = MazeDataModule(n_train=8, n_mazes=None, cache_dir=dm.cache_dir, curriculum={"start": 3})
+    assert int(fresh.make_split("train")["steps_required"].max()) <= 3
 
 
 def test_missing_reasoning_gym_names_the_extra(tmp_path, monkeypatch):
@@ -207,14 +227,19 @@ SMALL = [*TINY, "task=maze", "act=fixed", "task.datamodule.n_mazes=16", "task.da
 
 
 def test_cli_trains_and_tests_on_mazes(tmp_path, monkeypatch):
+    """Through rds-act-train, with a path-length curriculum that widens after every epoch."""
     monkeypatch.setenv("RDS_ACT_CACHE", str(tmp_path / "cache"))
-    proc = run_cli("rds_act.train", [*SMALL, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
-                   tmp_path)
+    proc = run_cli("rds_act.train", [
+        *SMALL, "trainer.max_epochs=2", "logger=csv", f"hydra.run.dir={tmp_path / 'run'}",
+        "task.datamodule.curriculum={start: 2, step: 2, threshold: 0.0}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     for key in ("test/acc", "test/cell_acc", "ood/acc", "ood/cell_acc"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert list((tmp_path / "cache").glob("maze*.npz"))
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as f:
+        levels = [float(r["curriculum/level"]) for r in csv.DictReader(f) if r.get("curriculum/level")]
+    assert levels[0] < levels[-1] <= 5, levels
 
 
 def test_cli_rejects_a_grid_the_generator_cannot_make(tmp_path, monkeypatch):

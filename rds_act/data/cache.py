@@ -66,11 +66,16 @@ def cached_rows(
 def fixed_set_rows(
     split: str, index: np.ndarray, cached: Callable[[str, int], dict[str, np.ndarray]],
     make: Callable[[str, int], dict[str, np.ndarray]], n_base: int | None, memo: dict,
+    level: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Rows of samples ``index`` (consecutive) of ``split``, TRM's form: an evaluation split is the
     first rows of its cached set (``cached(split, n)``); training sample i is base item
     ``i % n_base`` of a fixed cached set (copies, for the caller to augment), or, with ``n_base``
-    None, an item made fresh (``make(split, i)``, never cached). ``memo`` keeps the base set."""
+    None, an item made fresh (``make(split, i)``, never cached). ``memo`` keeps the base set.
+
+    ``level`` (a curriculum's top difficulty) restricts training to the base items whose
+    ``difficulty`` is at most ``level`` (item ``i % m`` of those m; the easiest ones where none
+    is), so the fixed set itself never changes; fresh items take it from ``make``."""
     if split != "train":
         start = int(index[0]) if len(index) else 0
         return {k: v[start:] for k, v in cached(split, start + len(index)).items()}
@@ -79,4 +84,12 @@ def fixed_set_rows(
         return {k: np.stack([m[k] for m in made]) for k in made[0]}
     if "train" not in memo:
         memo["train"] = cached("train", n_base)
-    return {k: v[index % n_base].copy() for k, v in memo["train"].items()}
+    base = memo["train"]
+    pick = index % n_base
+    if level is not None:
+        difficulty = base["difficulty"]
+        eligible = np.flatnonzero(difficulty <= level)
+        if not len(eligible):
+            eligible = np.flatnonzero(difficulty == difficulty.min())
+        pick = eligible[index % len(eligible)]
+    return {k: v[pick].copy() for k, v in base.items()}

@@ -118,6 +118,7 @@ class MazeDataModule(TaskDataModule):
     them under one of the 8 symmetries of the square (``augment``), drawn per sample from
     (seed, index); null trains on a fresh maze per sample. val / test / ood are cached fixed sets
     and never augmented. See the module docstring for the cell tokens, the label and the padding.
+    A ``curriculum`` trains on the paths of at most its level's moves (of the fixed set, or fresh).
     """
 
     name = "maze"
@@ -129,9 +130,6 @@ class MazeDataModule(TaskDataModule):
     ):
         kwargs.setdefault("fresh_train", True)
         super().__init__(**kwargs)
-        if self.curriculum is not None:
-            raise ConfigError("task.datamodule.curriculum is not supported by task=maze (a fixed, "
-                              "cached training set); allowed: null")
 
         def is_int(v: object) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
@@ -169,11 +167,13 @@ class MazeDataModule(TaskDataModule):
     def grid_size(self, split: str) -> int:
         return self.ood_size if split == "ood" else self.size
 
-    def make_maze(self, split: str, index: int) -> dict[str, np.ndarray]:
-        """Maze ``index`` of ``split``: a pure function of (seed, split, index). ``redraws``
-        counts the mazes of the drawn length thrown away for more than one shortest path."""
+    def make_maze(self, split: str, index: int, level: int | None = None) -> dict[str, np.ndarray]:
+        """Maze ``index`` of ``split``: a pure function of (seed, split, index[, level]): ``level``
+        caps the path length (a curriculum's, for fresh training mazes). ``redraws`` counts the
+        mazes of the drawn length thrown away for more than one shortest path."""
         rng = sample_rng(self.seed, split, index)
         lo, hi = self.difficulty_range(split)
+        hi = hi if level is None else max(lo, min(hi, level))
         dist, size = int(rng.integers(lo, hi + 1)), self.grid_size(split)
         redraws = 0
         for _ in range(MAX_TRIES):
@@ -203,7 +203,9 @@ class MazeDataModule(TaskDataModule):
     def make_split(self, split: str, n: int | None = None, start: int = 0) -> dict[str, Tensor]:
         n = self.sizes[split] if n is None else n
         index = np.arange(start, start + n)
-        rows = fixed_set_rows(split, index, self.mazes, self.make_maze, self.n_mazes, self._base)
+        level = self.level if split == "train" else None
+        rows = fixed_set_rows(split, index, self.mazes, lambda s, i: self.make_maze(s, i, level),
+                              self.n_mazes, self._base, level)
         size, canvas = self.grid_size(split), self.ood_size
         offsets = np.zeros((n, 2), dtype=np.int64)
         if split == "train" and self.n_mazes is not None and self.augment:

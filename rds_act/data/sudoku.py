@@ -129,7 +129,7 @@ class SudokuDataModule(TaskDataModule):
 
     ``n_puzzles``: the fixed training set's size (cached on disk; ``augment`` draws a fresh
     symmetry of one of them per training sample); null trains on fresh puzzles only (fine for
-    4x4, far too slow for 9x9).
+    4x4, far too slow for 9x9). A ``curriculum`` trains on puzzles of at most its level's blanks.
     """
 
     name = "sudoku"
@@ -143,9 +143,6 @@ class SudokuDataModule(TaskDataModule):
         super().__init__(**kwargs)
         if size not in DEFAULT_BLANKS:
             raise ConfigError(f"task.datamodule.size={size!r} is not allowed; allowed: 4, 9")
-        if self.curriculum is not None:
-            raise ConfigError("task.datamodule.curriculum is not supported by task=sudoku (a fixed, "
-                              "cached training set); allowed: null")
         lo, hi, ood_hi = (given if given is not None else default for given, default in
                           zip((min_blanks, max_blanks, ood_max_blanks), DEFAULT_BLANKS[size], strict=True))
         most = {4: 12, 9: 64}[size]
@@ -167,11 +164,13 @@ class SudokuDataModule(TaskDataModule):
             return self.blanks[1] + 1, self.ood_max_blanks
         return self.blanks
 
-    def make_puzzle(self, split: str, index: int) -> dict[str, np.ndarray]:
-        """Puzzle ``index`` of ``split``: a pure function of (seed, split, index). The blank count
-        is drawn from the split's range, and drawn again until the generator reaches it."""
+    def make_puzzle(self, split: str, index: int, level: int | None = None) -> dict[str, np.ndarray]:
+        """Puzzle ``index`` of ``split``: a pure function of (seed, split, index[, level]). The
+        blank count is drawn from the split's range (capped at ``level``, a curriculum's, for fresh
+        training puzzles), and drawn again until the generator reaches it."""
         rng = sample_rng(self.seed, split, index)
         lo, hi = self.difficulty_range(split)
+        hi = hi if level is None else max(lo, min(hi, level))
         blanks = int(rng.integers(lo, hi + 1))
         for _ in range(100):
             puzzle, solution = generate_puzzle(self.size, blanks, int(rng.integers(2**31)))
@@ -192,7 +191,9 @@ class SudokuDataModule(TaskDataModule):
     def make_split(self, split: str, n: int | None = None, start: int = 0) -> dict[str, Tensor]:
         n = self.sizes[split] if n is None else n
         index = np.arange(start, start + n)
-        rows = fixed_set_rows(split, index, self.puzzles, self.make_puzzle, self.n_puzzles, self._base)
+        level = self.level if split == "train" else None
+        rows = fixed_set_rows(split, index, self.puzzles, lambda s, i: self.make_puzzle(s, i, level),
+                              self.n_puzzles, self._base, level)
         if split == "train" and self.n_puzzles is not None and self.augment:
             for j, i in enumerate(index):
                 rows["puzzle"][j], rows["solution"][j] = augment(
