@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rds_act.act.calibrate import calibrate, check_calibratable, rule_at
 from rds_act.act.fixed import Fixed
+from rds_act.adaptive import adaptive_eval, check_adaptive
 from rds_act.build import build_trainer
 from rds_act.checkpoint import load_module, with_checkpoint_choices
 from rds_act.cli import (
@@ -36,12 +37,18 @@ def run_eval(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint's model on the test and ood splits; returns what metrics.json holds.
 
     With ``eval.calibrate.max_drop`` the exit rule's threshold is first chosen on the validation
-    split (``rds_act.act.calibrate``) and recorded as ``calibrate/*``."""
+    split (``rds_act.act.calibrate``) and recorded as ``calibrate/*``. With ``eval.adaptive`` the
+    compacted per-sample path runs too (``rds_act.adaptive``), recorded as ``adaptive/*``."""
     module, datamodule, cfg = load_module(cfg, list(HydraConfig.get().overrides.task))
+    adaptive = bool(OmegaConf.select(cfg, "eval.adaptive", default=False))
+    if adaptive:
+        check_adaptive(module, cfg.eval.exit_rule)
     calibrated = calibrate_exit(module, datamodule, cfg)
     trainer = build_trainer(cfg, with_callbacks=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {**collect_metrics(trainer, ("test", "ood")), **calibrated}
+    if adaptive:
+        metrics.update(adaptive_eval(module, datamodule, module.predictions))
     save_results(metrics, module.predictions, HydraConfig.get().runtime.output_dir)
     return metrics
 

@@ -110,6 +110,7 @@ RULES: dict[str, Rule] = {
     "task.datamodule.frac": UNIT_HALF_OPEN,
     "task.datamodule.noise_std": NON_NEGATIVE,
     "eval.threshold": NUMBER_OR_NULL,
+    "eval.adaptive": BOOL,
 }
 _MISSING = object()
 
