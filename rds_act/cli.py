@@ -204,11 +204,11 @@ def check_not_another_run(target: Path, sweep: bool, run_kind: str, argv: list[s
 _NOISE = ("full_key:", "object_type", "reference_type", "See https", "Set the environment")
 
 
-def check_composes(argv: list[str], config_name: str) -> None:
+def check_composes(argv: list[str], config_name: str) -> DictConfig:
     """Compose the config once with the command line's plain overrides before Hydra runs, so a
     key the config does not have (``model.nope=3``) or an override Hydra cannot parse is one
     ``error:`` line, not Hydra's multi-line report; so is an unknown ``task.datamodule.variant``
-    (``check_task_variant``). Sweep values and hydra.* are left to Hydra."""
+    (``check_task_variant``). Sweep values and hydra.* are left to Hydra. Returns the config."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -228,6 +228,7 @@ def check_composes(argv: list[str], config_name: str) -> None:
     finally:
         GlobalHydra.instance().clear()
     check_task_variant(cfg)
+    return cfg
 
 
 def user_search_path() -> list[str]:

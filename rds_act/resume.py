@@ -1,5 +1,6 @@
-"""Resuming a run: ``ckpt_path=last`` finds the newest run of the same config, and resuming in
-place keeps the earlier attempt's Hydra record beside the new one (run before Hydra starts)."""
+"""Resuming a run: ``ckpt_path=last`` finds the newest run of the same config, a resume that
+would train something else than the run it resumes is refused, and resuming in place keeps the
+earlier attempt's Hydra record beside the new one (all before Hydra starts)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import shutil
 from pathlib import Path
 
 import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rds_act.cli import parse_override
+from rds_act.cli import check_composes, parse_override
 from rds_act.errors import ConfigError
 
 # where a single training run lands (conf/hydra/default.yaml: outputs/${run_kind}/runs/<time>)
 TRAIN_RUNS = Path("outputs") / "train" / "runs"
 LAST = Path("checkpoints") / "last.ckpt"
+# what a resume compares with the checkpoint's own config: everything that decides what is trained
+RESUME_COMPARED = ("seed", "task", "model", "act", "optimizer", "scheduler", "training", "trainer")
+# what a resume may change: how long it trains and where and how it runs, not what it learns
+RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+                     "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+                     "trainer.default_root_dir")
 
 
 def _setting(overrides: list[str]) -> set[str]:
@@ -77,3 +85,45 @@ def keep_earlier_attempt(argv: list[str]) -> None:
     keep.mkdir()
     for path in files:
         shutil.move(str(path), keep / path.name)
+
+
+def _leaves(value: object, key: str):
+    """(dotted key, value) of every leaf of a saved config part (lists are leaves)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, f"{key}.{k}")
+    else:
+        yield key, value
+
+
+def check_resume(argv: list[str]) -> None:
+    """A resume (``ckpt_path=``) continues the run it resumes: every typed value that decides what
+    is trained (``RESUME_COMPARED``) must equal the checkpoint's, except how long and where it
+    runs (``RESUME_MAY_CHANGE``: e.g. ``trainer.max_epochs=30`` to train on). Anything else
+    (``optimizer.lr=1e6``) is refused in one line naming the value, before Hydra writes
+    anything, instead of being recorded and silently not applied. Keys the checkpoint predates
+    are not compared."""
+    paths = [v for k, v, _ in map(parse_override, argv) if k == "ckpt_path" and v]
+    if not paths or paths[-1] in ("null", "None") or "-m" in argv or "--multirun" in argv:
+        return
+    from rds_act.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(paths[-1])["rds_act_config"]
+    cfg = check_composes(argv, "train")
+    missing = object()
+    for group in RESUME_COMPARED:
+        for key, old in _leaves(saved.get(group, missing), group):
+            if old is missing or key in RESUME_MAY_CHANGE:
+                continue
+            try:
+                new = OmegaConf.select(cfg, key, default=missing, throw_on_resolution_failure=True)
+            except Exception:  # noqa: BLE001 - a path resolved by Hydra at run time: not a setting
+                continue
+            if isinstance(new, DictConfig | ListConfig):
+                new = OmegaConf.to_container(new, resolve=True)
+            if new is not missing and new != old:
+                raise ConfigError(
+                    f"ckpt_path={paths[-1]} resumes a run trained with {key}={old!r}, but this "
+                    f"command sets {key}={new!r}; a resume continues that run as it was trained "
+                    f"(it may change only {', '.join(RESUME_MAY_CHANGE[:-1])}): drop the override, "
+                    "or train a new run without ckpt_path")

@@ -24,7 +24,7 @@ from rds_act.cli import (
     user_search_path,
 )
 from rds_act.results import collect_metrics, save_results, write_metrics
-from rds_act.resume import keep_earlier_attempt, resolve_last
+from rds_act.resume import check_resume, keep_earlier_attempt, resolve_last
 from rds_act.validate import validate_config
 
 
@@ -95,6 +95,7 @@ def main() -> None:
     one_line_errors(check_composes)(sys.argv[1:], "train")
     one_line_errors(check_output_dir)(sys.argv[1:], "train")
     sys.argv[1:] = one_line_errors(resolve_last)(sys.argv[1:])
+    one_line_errors(check_resume)(sys.argv[1:])
     keep_earlier_attempt(sys.argv[1:])
     _hydra_main()
 

@@ -55,13 +55,14 @@ def test_resuming_in_place_keeps_each_earlier_attempt(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
-def test_no_run_dir_is_overwritten_except_by_its_own_resume(tmp_path):
+def test_no_run_dir_is_overwritten_except_by_its_own_resume(tmp_path, capsys):
     """Through the entry points: training or evaluating into a dir that holds a run is one line
-    (exit 2) and leaves that run's files untouched; resuming it in place is allowed; a sweep dir
+    (exit 2) and leaves that run's files untouched; resuming it in place is allowed, unless the
+    resume would train something else (one line, nothing touched); a sweep dir
     with earlier jobs is refused."""
     import json
 
-    from helpers import TINY, run_cli
+    from helpers import TINY, run_cli, run_entry
 
     run = tmp_path / "run"
     proc = run_cli("rds_act.train", [*TINY, "callbacks=default", "trainer.max_epochs=1",
@@ -74,6 +75,16 @@ def test_no_run_dir_is_overwritten_except_by_its_own_resume(tmp_path):
         proc = run_cli(module, args, tmp_path)
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert proc.returncode == 2 and len(errors) == 1 and "holds another run" in errors[0], proc.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # a resume that would train something else is one line naming the value; nothing changes
+    for extra, named in (("optimizer.lr=1000000.0", "optimizer.lr=0.003, but this command sets "
+                                                    "optimizer.lr=1000000.0"),
+                         ("act=fixed", "act._target_='rds_act.act.PLSD'"), ("seed=3", "seed=0")):
+        code, _, err = run_entry("rds_act.train", [
+            *TINY, "callbacks=default", "trainer.max_epochs=2", f"hydra.run.dir={run}",
+            f"ckpt_path={ckpt}", extra], capsys, tmp_path)
+        errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and named in errors[0], err[-2000:]
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     proc = run_cli("rds_act.train", [*TINY, "callbacks=default", "trainer.max_epochs=2",
                                      "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
