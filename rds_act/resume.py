@@ -18,9 +18,11 @@ TRAIN_RUNS = Path("outputs") / "train" / "runs"
 LAST = Path("checkpoints") / "last.ckpt"
 # what a resume compares with the checkpoint's own config: everything that decides what is trained
 RESUME_COMPARED = ("seed", "task", "model", "act", "optimizer", "scheduler", "training", "trainer")
-# what a resume may change: how long it trains and where and how it runs, not what it learns
+# what a resume may change: how long it trains, where and how it runs, how much it tests; not
+# what it learns
 RESUME_MAY_CHANGE = ("trainer.max_epochs", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
                      "trainer.accelerator", "trainer.devices", "trainer.num_nodes", "trainer.strategy",
+                     "task.datamodule.n_test", "task.datamodule.n_ood", "task.datamodule.eval_batch_size",
                      "trainer.default_root_dir")
 
 

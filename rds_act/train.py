@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 import hydra
 import lightning as L
@@ -53,25 +56,84 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_metrics({**partial, "train/samples": float(module.samples_seen)}, out_dir,
                       status=status, reason=reason)
 
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    except SIGTERMException:  # pre-emption (SLURM sends SIGTERM): Lightning raises SystemExit
-        record("interrupted", f"SIGTERM at epoch {trainer.current_epoch}")
+    phase = ["fit"]
+
+    def where() -> str:
+        if phase[0] == "fit":
+            return f"at epoch {trainer.current_epoch}"
+        return f"{phase[0]} (resume with its last.ckpt to test again)"
+
+    try:  # the whole run, set-up and results included, leaves a record when it is stopped
+        with signals_interrupt(trainer) as stopped:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            stopped.check()
+            phase[0] = "in the test pass"
+            metrics = collect_metrics(trainer, ("val", "ood", "curriculum"))
+            metrics["train/samples"] = float(module.samples_seen)
+            if cfg.get("test"):
+                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+                metrics.update(collect_metrics(trainer, ("test", "ood")))
+            stopped.check()
+            phase[0] = "while writing results"
+            save_results(metrics, module.predictions, out_dir)
+    except SIGTERMException:  # pre-emption (SLURM sends SIGTERM): Lightning's loops raise it
+        record("interrupted", f"SIGTERM {where()}")
         raise SystemExit(143) from None
-    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1)
-        record("interrupted", f"SIGINT at epoch {trainer.current_epoch}")
+    except Interrupted as signal_:  # a signal where Lightning's loops do not run
+        record("interrupted", f"{signal_.name} {where()}")
+        raise SystemExit(signal_.exit_code) from None
+    except SystemExit:  # Lightning turns a Ctrl-C it catches into sys.exit(1)
+        record("interrupted", f"SIGINT {where()}")
         raise SystemExit(130) from None
     except FloatingPointError as exc:
         record("failed", str(exc))
         raise
-    metrics = collect_metrics(trainer, ("val", "ood", "curriculum"))
-    metrics["train/samples"] = float(module.samples_seen)
-    if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics.update(collect_metrics(trainer, ("test", "ood")))
-    save_results(metrics, module.predictions, out_dir)
     return metrics
+
+
+class Interrupted(Exception):
+    """A SIGTERM / SIGINT that arrived where Lightning's loops do not turn it into an exit."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.name, self.exit_code = signal.Signals(signum).name, 128 + signum
+
+
+class _Stopped:
+    """The signal ``signals_interrupt`` received, for ``check`` after a phase: a handler's
+    exception can be swallowed where it lands (inside ``logging``, say), the record must not be."""
+
+    signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+
+@contextmanager
+def signals_interrupt(trainer: L.Trainer):
+    """SIGTERM and SIGINT raise ``Interrupted`` inside the block (in the main thread, where
+    Python lets handlers be set): in set-up, between fit and test, while results are written.
+    Inside a stage's loops Lightning's own SIGTERM handler runs first and stops the loop at the
+    next batch (``SIGTERMException``); this one then stands aside."""
+    stopped = _Stopped()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+
+    def handler(signum, frame):
+        if signum == signal.SIGTERM and trainer.received_sigterm:
+            return  # Lightning's handler took it; its loop raises SIGTERMException
+        stopped.signum = signum
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stopped
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def objective(metrics: dict[str, float], cfg: DictConfig) -> float | None:

@@ -220,6 +220,42 @@ def test_sigterm_leaves_an_interrupted_record_and_a_resumable_checkpoint(tmp_pat
         assert done[key] == want[key], key
 
 
+@pytest.mark.parametrize("signum, code", [
+    (15, 143), pytest.param(2, 130, marks=pytest.mark.slow)])  # SIGTERM, SIGINT
+def test_a_signal_in_the_test_pass_leaves_an_interrupted_record(tmp_path, signum, code):
+    """Stopped after fit, while testing: exit 143 / 130 and metrics.json interrupted, naming the
+    test pass (Lightning turns signals into exits inside its loops only), then a resume tests."""
+    import subprocess
+    import sys
+    import threading
+
+    run_dir = tmp_path / "run"
+    args = [*[a for a in TINY if not a.startswith(("callbacks", "task.datamodule.n_test"))],
+            "task.datamodule.n_test=100000", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "rds_act.train", *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    testing = threading.Event()
+
+    def watch() -> None:  # trainer.test on the best checkpoint says so first
+        for line in proc.stderr:
+            if "Restoring states from the checkpoint" in line:
+                testing.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert testing.wait(timeout=300), "the test pass never started"
+    proc.send_signal(signum)
+    assert proc.wait(timeout=300) == code
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and "in the test pass" in record["reason"], record
+    assert not (run_dir / "predictions.csv").exists()
+    resumed = run_cli("rds_act.train", [*args[:-1], "task.datamodule.n_test=32", f"hydra.run.dir={run_dir}",
+                                        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    done = json.loads((run_dir / "metrics.json").read_text())
+    assert done["status"] == "completed" and "test/acc" in done
+
+
 def test_a_diverging_run_exits_2_with_a_failed_record(tmp_path):
     """As a user meets it: a learning rate that blows the weights up stops the run in one line,
     exit 2, and metrics.json says failed (never a success with NaN metrics)."""
