@@ -96,6 +96,12 @@ class TaskDataModule(LightningDataModule):
             hi = self.curriculum.level
         return int(rng.integers(lo, hi + 1))
 
+    def range_at(self, split: str, level: int | None) -> tuple[int, int]:
+        """The split's difficulty range with its top capped at ``level`` (a curriculum's; None
+        leaves it whole), never below the range's bottom."""
+        lo, hi = self.difficulty_range(split)
+        return lo, hi if level is None else max(lo, min(hi, level))
+
     def promote(self, accuracy: float) -> bool:
         """Report the accuracy on the current training range; True when the range widened."""
         if self.curriculum is None:

@@ -172,8 +172,7 @@ class MazeDataModule(TaskDataModule):
         caps the path length (a curriculum's, for fresh training mazes). ``redraws`` counts the
         mazes of the drawn length thrown away for more than one shortest path."""
         rng = sample_rng(self.seed, split, index)
-        lo, hi = self.difficulty_range(split)
-        hi = hi if level is None else max(lo, min(hi, level))
+        lo, hi = self.range_at(split, level)
         dist, size = int(rng.integers(lo, hi + 1)), self.grid_size(split)
         redraws = 0
         for _ in range(MAX_TRIES):

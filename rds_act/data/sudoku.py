@@ -169,8 +169,7 @@ class SudokuDataModule(TaskDataModule):
         blank count is drawn from the split's range (capped at ``level``, a curriculum's, for fresh
         training puzzles), and drawn again until the generator reaches it."""
         rng = sample_rng(self.seed, split, index)
-        lo, hi = self.difficulty_range(split)
-        hi = hi if level is None else max(lo, min(hi, level))
+        lo, hi = self.range_at(split, level)
         blanks = int(rng.integers(lo, hi + 1))
         for _ in range(100):
             puzzle, solution = generate_puzzle(self.size, blanks, int(rng.integers(2**31)))
