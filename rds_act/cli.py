@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rds_act.errors import ConfigError, check_choice
 
@@ -212,23 +212,51 @@ def check_composes(argv: list[str], config_name: str) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from rds_act.sweep import check_launch
+
     sweep = "-m" in argv or "--multirun" in argv
     plain = [a for a in argv if not a.startswith("-") and "=" in a
-             and not a.lstrip("+~").startswith(("hydra.", "hydra/"))
+             and (not a.lstrip("+~").startswith(("hydra.", "hydra/")) or _is_launch_key(a))
              and not (sweep and ("," in a or "(" in a))]
     plain += search_path_override(argv)  # the user's config dirs (--config-dir, hydra.searchpath)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=plain)
+            cfg = compose(config_name=config_name, overrides=plain, return_hydra_config=True)
     except Exception as exc:  # noqa: BLE001 - Hydra's override and composition errors, all kinds
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        lines = [ln for ln in lines if not ln.startswith(_NOISE)]
-        raise ConfigError("; ".join(lines) or type(exc).__name__) from None
+        raise ConfigError(hydra_error_line(exc)) from None
     finally:
         GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        hydra_cfg = cfg.pop("hydra")
+    check_launch(hydra_cfg, sweep)
     check_task_variant(cfg)
     return cfg
+
+
+def hydra_error_line(exc: BaseException) -> str:
+    """One line from Hydra's multi-line report: its message and its cause's, the options it
+    lists comma-separated, the config search path and the hints left out."""
+    text = str(exc) + ("\n" + str(exc.__cause__) if exc.__cause__ else "")
+    text = text.split("Config search path:")[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(_NOISE)]
+    out: list[str] = []
+    for line in lines:
+        if out and out[-1].endswith(":") and "Available options" in out[-1]:
+            out[-1] += " " + line
+        elif out and "Available options" in out[-1]:
+            out[-1] += ", " + line
+        else:
+            out.append(line)
+    return "; ".join(out).replace("Available options in", "allowed options in") or type(exc).__name__
+
+
+def _is_launch_key(arg: str) -> bool:
+    """A launcher / sweeper choice or setting (not the sweeper's search space)."""
+    key = parse_override(arg)[0]
+    return (key in ("hydra/launcher", "hydra/sweeper")
+            or (key.startswith(("hydra.launcher.", "hydra.sweeper."))
+                and not key.startswith("hydra.sweeper.params")))
 
 
 def user_search_path() -> list[str]:
@@ -276,6 +304,9 @@ def check_task_variant(cfg: DictConfig) -> None:
         check_choice("task.datamodule.variant", variant, list(variants))
 
 
+last_error: str | None = None  # the last line one_line_errors printed (a sweep job's record)
+
+
 def one_line_errors(fn: Callable) -> Callable:
     """Report bad input (a ConfigError anywhere in the cause chain) as one line and exit 2."""
 
@@ -291,6 +322,8 @@ def one_line_errors(fn: Callable) -> Callable:
                 raise
             if isinstance(err, ConfigError):
                 discard_rejected_run_dir()
+            global last_error
+            last_error = str(err)
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
@@ -304,7 +337,9 @@ _HYDRA_ONLY = {".hydra", "train.log", "eval.log", "report.log"}
 def discard_rejected_run_dir() -> None:
     """A config rejected before the run wrote anything leaves no run dir behind; a dir with any
     output of an earlier run in it (resume in place) is left alone."""
-    if not HydraConfig.initialized():
+    from rds_act.sweep import in_sweep_job
+
+    if not HydraConfig.initialized() or in_sweep_job():  # a sweep job keeps its failed record
         return
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     names = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()

@@ -28,6 +28,7 @@ from rds_act.cli import (
 )
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import check_resume, keep_earlier_attempt, resolve_last
+from rds_act.sweep import check_sweep_jobs, is_multirun, run_job, run_sweep, sweep_jobs
 from rds_act.validate import validate_config
 
 
@@ -147,7 +148,7 @@ def objective(metrics: dict[str, float], cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    return objective(train(cfg), cfg)
+    return run_job(lambda: objective(train(cfg), cfg))
 
 
 def main() -> None:
@@ -159,7 +160,12 @@ def main() -> None:
     sys.argv[1:] = one_line_errors(resolve_last)(sys.argv[1:])
     one_line_errors(check_resume)(sys.argv[1:])
     keep_earlier_attempt(sys.argv[1:])
-    _hydra_main()
+    if not is_multirun(sys.argv[1:]):
+        _hydra_main()
+        return
+    one_line_errors(check_sweep_jobs)(sys.argv[1:], "train", validate_config)
+    jobs = sweep_jobs(sys.argv[1:])
+    run_sweep(_hydra_main, expected=len(jobs) if jobs is not None else None)
 
 
 if __name__ == "__main__":
