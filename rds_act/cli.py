@@ -14,7 +14,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rds_act.errors import ConfigError, check_choice
+from rds_act.errors import ConfigError, check_choice, disk_full, disk_full_line
 
 # the checkout's conf/ (editable install, tests) or the copy shipped inside the wheel
 _CONF_DIRS = (Path(__file__).resolve().parent.parent / "conf", Path(__file__).resolve().parent / "conf")
@@ -304,6 +304,43 @@ def check_task_variant(cfg: DictConfig) -> None:
         check_choice("task.datamodule.variant", variant, list(variants))
 
 
+# the packages whose exceptions come from what a user typed or the machine, not from a bug of ours
+BOUNDARY = ("hydra", "omegaconf", "optuna", "submitit")
+
+
+def hydra_boundary(hydra_main: Callable[[], object]) -> None:
+    """Run a ``@hydra.main`` function with Hydra's errors raised to us (``HYDRA_FULL_ERROR``)
+    instead of its multi-line report: a full disk anywhere (Hydra writing .hydra/ included) and
+    whatever Hydra, OmegaConf, Optuna or submitit raise are one ``error:`` line, exit 2; our own
+    bugs keep their traceback, as does everything when the user set ``HYDRA_FULL_ERROR``."""
+    user_full = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except Exception as exc:  # noqa: BLE001 - sorted below; the rest re-raised
+        full = disk_full(exc)
+        if full is not None:
+            print(f"error: {disk_full_line(full)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if user_full or not _raised_in(exc, BOUNDARY):
+            raise
+        print(f"error: {hydra_error_line(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        if user_full is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is in one of ``packages``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    name = str(tb.tb_frame.f_globals.get("__name__", "")) if tb is not None else ""
+    top = name.split(".")[1] if name.startswith("hydra_plugins.") else name.split(".")[0]
+    return top in packages or top.removeprefix("hydra_") in packages
+
+
 last_error: str | None = None  # the last line one_line_errors printed (a sweep job's record)
 
 
@@ -315,6 +352,11 @@ def one_line_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - we re-raise everything that is not bad input
+            full = disk_full(exc)
+            if full is not None:  # a full disk in any phase: one line, never a traceback
+                run_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+                print(f"error: {disk_full_line(full, run_dir)}", file=sys.stderr)
+                raise SystemExit(2) from None
             err: BaseException | None = exc
             while err is not None and not isinstance(err, ConfigError | FloatingPointError):
                 err = err.__cause__ or err.__context__

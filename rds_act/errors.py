@@ -3,12 +3,34 @@ range and choice checks that raise it."""
 
 from __future__ import annotations
 
+import errno
 import importlib
 from collections.abc import Iterable
 
 
 class ConfigError(ValueError):
     """A configuration or input value is outside what is allowed; the message names both."""
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException | None) -> OSError | None:
+    """The "no space left" error in ``exc``'s cause chain (Lightning and torch re-raise it
+    wrapped), or None."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full_line(exc: OSError, run_dir: str | None = None) -> str:
+    """What a user reads when the disk fills: where, the reason, what to do."""
+    where = f" under {run_dir!r}" if run_dir else (f" writing {exc.filename!r}" if exc.filename else "")
+    return (f"no space left on the device{where} ({exc.strerror or 'ENOSPC'}); free space there "
+            "and run again (a training run resumes from its last.ckpt: "
+            "ckpt_path=<run>/checkpoints/last.ckpt)")
 
 
 def is_positive_int(value: object) -> bool:

@@ -25,6 +25,7 @@ from rds_act.cli import (
     check_group_choices,
     check_output_dir,
     check_override_keys,
+    hydra_boundary,
     one_line_errors,
 )
 from rds_act.data.base import EVAL_SPLITS
@@ -88,7 +89,7 @@ def main() -> None:
     one_line_errors(check_override_keys)(sys.argv[1:], "eval")
     one_line_errors(check_composes)(sys.argv[1:], "eval")
     one_line_errors(check_output_dir)(sys.argv[1:], "eval")
-    _hydra_main()
+    hydra_boundary(_hydra_main)
 
 
 if __name__ == "__main__":

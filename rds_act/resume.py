@@ -70,9 +70,14 @@ def resolve_last(argv: list[str], root: Path = TRAIN_RUNS) -> list[str]:
     return out
 
 
+EARLIER_RESULTS = ("metrics.json", "predictions.csv")
+
+
 def keep_earlier_attempt(argv: list[str]) -> None:
     """Resuming in place (``hydra.run.dir`` = an earlier run's dir): move that run's ``.hydra``
-    record (config, overrides) to ``.hydra/attempt-<n>/`` before Hydra writes the new one."""
+    record (config, overrides) and its results (metrics.json, predictions.csv) to
+    ``.hydra/attempt-<n>/`` before Hydra writes the new ones, so the dir never shows an earlier
+    attempt's status as this one's (a resume that fails on a full disk must not read "completed")."""
     run_dirs = [v for k, v, _ in map(parse_override, argv) if k == "hydra.run.dir" and v]
     if not run_dirs:
         return
@@ -85,7 +90,8 @@ def keep_earlier_attempt(argv: list[str]) -> None:
         n += 1
     keep = hydra_dir / f"attempt-{n}"
     keep.mkdir()
-    for path in files:
+    results = [hydra_dir.parent / name for name in EARLIER_RESULTS]
+    for path in [*files, *(p for p in results if p.is_file())]:
         shutil.move(str(path), keep / path.name)
 
 

@@ -59,7 +59,8 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         root = path.parent if path.name == METRICS_FILE else path
         if not root.is_dir():
             raise ConfigError(f"input path {str(path)!r} is not a directory")
-        hits = sorted({m.parent for m in root.rglob(METRICS_FILE)}, key=lambda p: natural_key(str(p)))
+        hits = sorted({m.parent for m in root.rglob(METRICS_FILE)  # not an earlier attempt's, kept
+                       if ".hydra" not in m.relative_to(root).parts}, key=lambda p: natural_key(str(p)))
         found += [h for h in hits if h not in found]
     if not found:
         raise ConfigError(f"no run dirs (with a metrics.json) under {', '.join(map(str, paths))}")

@@ -13,7 +13,6 @@ whole is one ``error:`` line (exit 2).
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -28,8 +27,6 @@ from omegaconf import DictConfig, OmegaConf
 from rds_act.errors import ConfigError
 
 MAX_CHECKED_JOBS = 256  # a larger product is checked job by job as it runs
-# the packages whose exceptions are about the sweep's settings, not a bug of ours
-_BOUNDARY = ("hydra", "omegaconf", "optuna", "submitit")
 
 
 def is_multirun(argv: list[str]) -> bool:
@@ -194,34 +191,18 @@ def _job_overrides(run_dir: Path) -> list[str]:
         return ["?"]
 
 
-def _raised_in(exc: BaseException, packages: tuple[str, ...]) -> bool:
-    """Whether the innermost frame of ``exc``'s traceback is in one of ``packages``."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    name = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return name.split(".")[0].removeprefix("hydra_plugins").strip(".") in packages \
-        or name.startswith(tuple(f"hydra_plugins.hydra_{p}" for p in packages))
-
-
 def run_sweep(hydra_main: Callable[[], object], expected: int | None) -> None:
-    """Run a sweep through Hydra with its errors raised to us (``HYDRA_FULL_ERROR``), so one
-    about its settings is one line; then the summary; exit 2 unless every job completed."""
-    full = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    error: Exception | None = None
+    """Run a sweep inside the entry points' error boundary, then the summary; exit 2 unless every
+    job completed (a signal's exit code when one stopped it)."""
+    from rds_act.cli import hydra_boundary
+
+    stopped: SystemExit | None = None
     try:
-        hydra_main()
-    except Exception as exc:  # noqa: BLE001 - only the sweep machinery's are ours to report
-        if full or not _raised_in(exc, _BOUNDARY):
-            raise
-        error = exc
-    finally:
-        if full is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
+        hydra_boundary(hydra_main)
+    except SystemExit as exc:
+        stopped = exc
     code = summarise(expected)
-    if error is not None:
-        print(f"error: the sweep stopped: {' '.join(str(error).split())}", file=sys.stderr)
-        raise SystemExit(2)
+    if stopped is not None and stopped.code not in (0, None):
+        raise stopped
     if code:
         raise SystemExit(code)

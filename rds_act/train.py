@@ -23,9 +23,11 @@ from rds_act.cli import (
     check_output_dir,
     check_override_keys,
     check_plugins,
+    hydra_boundary,
     one_line_errors,
     user_search_path,
 )
+from rds_act.errors import disk_full, disk_full_line
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import check_resume, keep_earlier_attempt, resolve_last
 from rds_act.sweep import check_sweep_jobs, is_multirun, run_job, run_sweep, sweep_jobs
@@ -89,6 +91,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise SystemExit(130) from None
     except FloatingPointError as exc:
         record("failed", str(exc))
+        raise
+    except Exception as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        try:  # the record is small: it may still fit where a checkpoint did not
+            record("failed", f"{disk_full_line(full, out_dir)} ({where()})")
+        except OSError:
+            pass  # then no record at all: never the earlier attempt's (moved aside at resume)
         raise
     return metrics
 
@@ -161,7 +172,7 @@ def main() -> None:
     one_line_errors(check_resume)(sys.argv[1:])
     keep_earlier_attempt(sys.argv[1:])
     if not is_multirun(sys.argv[1:]):
-        _hydra_main()
+        hydra_boundary(_hydra_main)
         return
     one_line_errors(check_sweep_jobs)(sys.argv[1:], "train", validate_config)
     jobs = sweep_jobs(sys.argv[1:])

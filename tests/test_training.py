@@ -258,6 +258,36 @@ def test_a_signal_in_the_test_pass_leaves_an_interrupted_record(tmp_path, signum
     assert done["status"] == "completed" and "test/acc" in done
 
 
+def test_a_full_disk_is_one_line_a_failed_record_and_never_the_earlier_success(tmp_path, capsys,
+                                                                              monkeypatch):
+    """The disk fills while a resumed run saves its checkpoint (here: the save raises ENOSPC, as a
+    full tmpfs did by hand): one error line, exit 2, no traceback; metrics.json says failed, and
+    the earlier attempt's "completed" record was moved aside, not left to speak for this one."""
+    import errno
+
+    from lightning.pytorch.plugins.io.torch_plugin import TorchCheckpointIO
+
+    run = tmp_path / "run"
+    args = [*TINY, "callbacks=default", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}"]
+    code, _, err = run_entry("rds_act.train", [*args, "trainer.max_epochs=1"], capsys, tmp_path)
+    assert code == 0, err[-2000:]
+
+    def full(self, checkpoint, path, storage_options=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full)
+    resume = [*args, "trainer.max_epochs=2", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"]
+    code, _, err = run_entry("rds_act.train", resume, capsys, tmp_path)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
+    assert f"no space left on the device under '{run}'" in errors[0]
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "failed" and "no space left" in record["reason"]
+    assert "at epoch 1" in record["reason"]
+    earlier = json.loads((run / ".hydra" / "attempt-1" / "metrics.json").read_text())
+    assert earlier["status"] == "completed"
+
+
 def test_a_diverging_run_exits_2_with_a_failed_record(tmp_path):
     """As a user meets it: a learning rate that blows the weights up stops the run in one line,
     exit 2, and metrics.json says failed (never a success with NaN metrics)."""
