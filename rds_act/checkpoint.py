@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rds_act.build import build_module
 from rds_act.cli import TRAINED_GROUPS, parse_override, search_path, search_path_arg
+from rds_act.data.base import EVAL_SPLITS
 from rds_act.errors import ConfigError
 from rds_act.validate import validate_config
 
@@ -97,7 +98,33 @@ def load_module(
     module, datamodule = build_module(cfg)
     check_fits(module, cfg.ckpt_path)
     module.load_state_dict(ckpt["state_dict"])
+    check_evaluates(module, datamodule, cfg.ckpt_path, ckpt["rds_act_config"])
     return module, datamodule, cfg
+
+
+def check_evaluates(module: ACTLitModule, datamodule: LightningDataModule, path: str,
+                    saved: dict) -> None:
+    """Weights of the right shapes can still meet a task whose inputs they cannot read (an RPC
+    checkpoint asked to evaluate parity): two samples of each test split through the model and
+    the loss first, so that is one line naming both tasks, not a traceback in the test pass."""
+    datamodule.setup("test")
+    module.eval()
+    loaders = datamodule.test_dataloader()
+    loaders = loaders if isinstance(loaders, list) else [loaders]
+    for split, loader in zip(EVAL_SPLITS["test"], loaders, strict=False):
+        batch = next(iter(loader), None)
+        if not isinstance(batch, dict):  # a datamodule of a user's own: its test pass will tell
+            continue
+        batch = {k: v[:2] if torch.is_tensor(v) else v for k, v in batch.items()}
+        try:
+            with torch.no_grad():
+                module.stack(batch, module.steps_for(split))
+        except (RuntimeError, IndexError, ValueError) as exc:
+            trained = saved.get("choices", {}).get("task") or "?"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"ckpt_path={path!r} (trained with task={trained}) cannot evaluate "
+                              f"this task's {split} split: {first}; allowed: a task whose inputs and "
+                              "targets have the form it was trained on (its own task, by default)") from None
 
 
 def check_fits(module: ACTLitModule, path: str) -> None:

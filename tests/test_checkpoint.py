@@ -106,3 +106,18 @@ def test_a_failed_checkpoint_write_keeps_the_good_one(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=False) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_checkpoint_asked_to_evaluate_a_task_it_cannot_read_is_one_line(trained, tmp_path, capsys):
+    """Through rds-act-eval: an rpc_small checkpoint whose weights happen to fit parity's model
+    cannot read parity's inputs; that is one line naming the task it was trained on, before the
+    test pass (which used to stop with a size-mismatch traceback), and no run dir is left."""
+    from helpers import run_entry
+
+    out_dir = tmp_path / "eval"
+    code, _, err = run_entry("rds_act.eval", [f"ckpt_path={trained}", "task=parity",
+                                              f"hydra.run.dir={out_dir}"], capsys, tmp_path)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
+    assert "(trained with task=rpc_small) cannot evaluate this task's test split" in errors[0]
+    assert not out_dir.exists()
