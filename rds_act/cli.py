@@ -358,8 +358,11 @@ def one_line_errors(fn: Callable) -> Callable:
                 print(f"error: {disk_full_line(full, run_dir)}", file=sys.stderr)
                 raise SystemExit(2) from None
             err: BaseException | None = exc
+            seen: set[int] = set()
             while err is not None and not isinstance(err, ConfigError | FloatingPointError):
+                seen.add(id(err))
                 err = err.__cause__ or err.__context__
+                err = None if err is not None and id(err) in seen else err  # a looping chain
             if err is None:
                 raise
             if isinstance(err, ConfigError):

@@ -18,7 +18,9 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 def disk_full(exc: BaseException | None) -> OSError | None:
     """The "no space left" error in ``exc``'s cause chain (Lightning and torch re-raise it
     wrapped), or None."""
-    while exc is not None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # a chain can loop back on itself
+        seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in FULL:
             return exc
         exc = exc.__cause__ or exc.__context__

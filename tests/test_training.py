@@ -258,6 +258,21 @@ def test_a_signal_in_the_test_pass_leaves_an_interrupted_record(tmp_path, signum
     assert done["status"] == "completed" and "test/acc" in done
 
 
+def test_an_error_chain_that_loops_back_ends_the_search():
+    """Exception chains can be cycles (an error raised while handling its own cause); the search
+    for a full disk or bad input in one must end (it once spun forever on a Sudoku config error)."""
+    import errno
+
+    from rds_act.errors import disk_full
+
+    a, b = ValueError("a"), RuntimeError("b")
+    a.__context__, b.__context__ = b, a
+    assert disk_full(a) is None
+    full = OSError(errno.ENOSPC, "No space left on device")
+    b.__context__ = full
+    assert disk_full(a) is full
+
+
 def test_a_full_disk_is_one_line_a_failed_record_and_never_the_earlier_success(tmp_path, capsys,
                                                                               monkeypatch):
     """The disk fills while a resumed run saves its checkpoint (here: the save raises ENOSPC, as a
