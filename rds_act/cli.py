@@ -27,6 +27,11 @@ CONFIG_GROUPS = ("task", "model", "act", "optimizer", "scheduler", "trainer", "t
 TRAINED_GROUPS = ("task", "model", "act", "optimizer")
 
 
+def is_multirun(argv: list[str]) -> bool:
+    """Whether the command line asks for a sweep (``-m`` / ``--multirun``)."""
+    return "-m" in argv or "--multirun" in argv
+
+
 def parse_override(arg: str) -> tuple[str, str | None, bool]:
     """One Hydra override as (key, value, deleted): ``+a.b=v`` -> ("a.b", "v", False),
     ``~a.b`` -> ("a.b", None, True); a word without ``=`` has value None."""
@@ -155,7 +160,7 @@ def check_override_keys(argv: list[str], config_name: str) -> None:
 def check_output_dir(argv: list[str], run_kind: str) -> None:
     """Fail in one line when the run (or sweep) dir cannot be created: its nearest existing
     parent is a file or not writable (Hydra would stop with a traceback)."""
-    sweep = "-m" in argv or "--multirun" in argv
+    sweep = is_multirun(argv)
     key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
     given = [v for k, v, _ in map(parse_override, argv) if k == key and v]
     target = Path(given[-1]) if given else Path("multirun" if sweep else f"outputs/{run_kind}")
@@ -214,7 +219,7 @@ def check_composes(argv: list[str], config_name: str) -> DictConfig:
 
     from rds_act.sweep import check_launch
 
-    sweep = "-m" in argv or "--multirun" in argv
+    sweep = is_multirun(argv)
     plain = [a for a in argv if not a.startswith("-") and "=" in a
              and (not a.lstrip("+~").startswith(("hydra.", "hydra/")) or _is_launch_key(a))
              and not (sweep and ("," in a or "(" in a))]

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rds_act.cli import check_composes, parse_override
+from rds_act.cli import check_composes, is_multirun, parse_override
 from rds_act.errors import ConfigError
 
 # where a single training run lands (conf/hydra/default.yaml: outputs/${run_kind}/runs/<time>)
@@ -57,7 +57,7 @@ def resolve_last(argv: list[str], root: Path = TRAIN_RUNS) -> list[str]:
     ``hydra.run.dir`` is given); other argv pass through unchanged."""
     if "ckpt_path=last" not in argv:
         return argv
-    if "-m" in argv or "--multirun" in argv:
+    if is_multirun(argv):
         raise ConfigError("ckpt_path=last resumes one run; in a sweep (-m) give each job's "
                           "ckpt_path=<run dir>/checkpoints/last.ckpt")
     run_dir = find_last_run(argv, root)
@@ -112,7 +112,7 @@ def check_resume(argv: list[str]) -> None:
     anything, instead of being recorded and silently not applied. Keys the checkpoint predates
     are not compared."""
     paths = [v for k, v, _ in map(parse_override, argv) if k == "ckpt_path" and v]
-    if not paths or paths[-1] in ("null", "None") or "-m" in argv or "--multirun" in argv:
+    if not paths or paths[-1] in ("null", "None") or is_multirun(argv):
         return
     from rds_act.checkpoint import load_checkpoint
 

@@ -29,10 +29,6 @@ from rds_act.errors import ConfigError
 MAX_CHECKED_JOBS = 256  # a larger product is checked job by job as it runs
 
 
-def is_multirun(argv: list[str]) -> bool:
-    return "-m" in argv or "--multirun" in argv
-
-
 def in_sweep_job() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 

@@ -24,13 +24,14 @@ from rds_act.cli import (
     check_override_keys,
     check_plugins,
     hydra_boundary,
+    is_multirun,
     one_line_errors,
     user_search_path,
 )
 from rds_act.errors import disk_full, disk_full_line
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import check_resume, keep_earlier_attempt, resolve_last
-from rds_act.sweep import check_sweep_jobs, is_multirun, run_job, run_sweep, sweep_jobs
+from rds_act.sweep import check_sweep_jobs, run_job, run_sweep, sweep_jobs
 from rds_act.validate import validate_config
 
 
