@@ -33,19 +33,20 @@ if TYPE_CHECKING:
 FROM_CHECKPOINT = (*TRAINED_GROUPS, "seed")
 
 
-@lru_cache(maxsize=1)  # the entry point peeks at the group choices, then loads the weights
-def load_checkpoint(path: str | None) -> dict:
-    """Read a checkpoint written by rds-act-train, or fail in one line saying why."""
+@lru_cache(maxsize=2)  # the entry point peeks at the group choices, then loads the weights
+def load_checkpoint(path: str | None, key: str = "ckpt_path") -> dict:
+    """Read a checkpoint written by rds-act-train, or fail in one line saying why (naming the
+    config ``key`` it was given as)."""
     if not path or not Path(path).is_file():
-        raise ConfigError(f"ckpt_path={path!r} is not an existing file; pass a .ckpt from a run dir")
+        raise ConfigError(f"{key}={path!r} is not an existing file; pass a .ckpt from a run dir")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any read failure means a corrupt file
         raise ConfigError(
-            f"ckpt_path={path!r} is not a readable checkpoint ({type(exc).__name__})"
+            f"{key}={path!r} is not a readable checkpoint ({type(exc).__name__})"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "rds_act_config" not in ckpt:
-        raise ConfigError(f"ckpt_path={path!r} was not written by rds-act-train (no config inside)")
+        raise ConfigError(f"{key}={path!r} was not written by rds-act-train (no config inside)")
     return ckpt
 
 
@@ -127,15 +128,15 @@ def check_evaluates(module: ACTLitModule, datamodule: LightningDataModule, path:
                               "targets have the form it was trained on (its own task, by default)") from None
 
 
-def check_fits(module: ACTLitModule, path: str) -> None:
+def check_fits(module: ACTLitModule, path: str, key: str = "ckpt_path") -> None:
     """Fail in one line unless the checkpoint at ``path`` has finite weights of exactly the
     module's names and shapes; a mismatch names the task and act it was trained with."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, key)
     weights = ckpt["state_dict"]
     bad = [k for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point()
            and not bool(torch.isfinite(v).all())]
     if bad:
-        raise ConfigError(f"ckpt_path={path!r} holds non-finite weights ({bad[0]}); "
+        raise ConfigError(f"{key}={path!r} holds non-finite weights ({bad[0]}); "
                           "use a checkpoint from before the run diverged")
     own = module.state_dict()
     missing = sorted(set(own) - set(weights))
@@ -147,9 +148,23 @@ def check_fits(module: ACTLitModule, path: str) -> None:
         what = (f"{shapes[0]} is {tuple(weights[shapes[0]].shape)} there, "
                 f"{tuple(own[shapes[0]].shape)} here" if shapes else
                 f"{(missing or extra)[0]} is {'missing' if missing else 'unexpected'}")
-        raise ConfigError(f"ckpt_path={path!r} (trained with {origin}, d_model="
+        raise ConfigError(f"{key}={path!r} (trained with {origin}, d_model="
                           f"{saved.get('model', {}).get('d_model', '?')}) does not fit this "
                           f"config: {what}")
+
+
+def init_weights(module: ACTLitModule, path: str) -> int:
+    """``init_from=<ckpt>``: start a new run from a checkpoint's weights (backbone, readout and
+    halting head) with a fresh optimizer, schedule and curriculum: a fine-tune, a new learning-rate
+    schedule or another strategy on a trained backbone, where a resume would continue the old
+    run. The weights must fit this config exactly. ``train/samples`` goes on from the samples
+    those weights were trained on, so a curve and a budget count them; returns that number."""
+    check_fits(module, path, key="init_from")
+    ckpt = load_checkpoint(path, "init_from")
+    module.load_state_dict(ckpt["state_dict"])
+    module.samples_seen = int(ckpt.get("rds_act_samples_seen", 0))
+    module.applications_seen = int(ckpt.get("rds_act_applications_seen", 0))
+    return module.samples_seen
 
 
 def load_lit_module(path: str, **overrides: object) -> ACTLitModule:

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rds_act.build import build_module, build_trainer
-from rds_act.checkpoint import check_fits
+from rds_act.checkpoint import check_fits, init_weights, load_checkpoint
 from rds_act.cli import (
     CONF_DIR,
     TRAINED_GROUPS,
@@ -26,9 +26,10 @@ from rds_act.cli import (
     hydra_boundary,
     is_multirun,
     one_line_errors,
+    parse_override,
     user_search_path,
 )
-from rds_act.errors import disk_full, disk_full_line
+from rds_act.errors import ConfigError, disk_full, disk_full_line
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import check_resume, keep_earlier_attempt, resolve_last
 from rds_act.sweep import check_sweep_jobs, run_job, run_sweep, sweep_jobs
@@ -48,8 +49,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     choices = HydraConfig.get().runtime.choices
     module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS},
                                       searchpath=user_search_path())
+    init_samples = None
     if cfg.get("ckpt_path"):
         check_fits(module, cfg.ckpt_path)  # one line for a missing, corrupt or foreign file
+    elif cfg.get("init_from"):  # a resume restores its own weights, warm-started or not
+        init_samples = init_weights(module, str(cfg.init_from))
     trainer = build_trainer(cfg)
     out_dir = HydraConfig.get().runtime.output_dir
 
@@ -74,6 +78,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             phase[0] = "in the test pass"
             metrics = collect_metrics(trainer, ("val", "ood", "curriculum"))
             metrics["train/samples"] = float(module.samples_seen)
+            if init_samples is not None:
+                metrics["init/samples"] = float(init_samples)
             if cfg.get("test"):
                 best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
                 trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
@@ -163,6 +169,22 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     return run_job(lambda: objective(train(cfg), cfg))
 
 
+def check_init_from(argv: list[str]) -> None:
+    """``init_from=`` names a checkpoint rds-act-train wrote: checked before Hydra makes a run dir
+    (its fit to the config is checked once the model is built)."""
+    given = [v for k, v, _ in map(parse_override, argv) if k == "init_from"]
+    if not given or given[-1] in ("null", "None", "") or is_multirun(argv):
+        return
+    load_checkpoint(given[-1], "init_from")
+    resumed = [v for k, v, _ in map(parse_override, argv) if k == "ckpt_path" and v]
+    if resumed and resumed[-1] not in ("null", "None"):
+        began = load_checkpoint(resumed[-1])["rds_act_config"].get("init_from")
+        if began != given[-1]:
+            raise ConfigError(f"init_from={given[-1]} with ckpt_path={resumed[-1]}: a resume "
+                              f"continues that run, which started from init_from={began}; drop "
+                              "init_from to resume it, or drop ckpt_path to start a new run")
+
+
 def main() -> None:
     one_line_errors(check_group_choices)(sys.argv[1:])
     one_line_errors(check_override_keys)(sys.argv[1:], "train")
@@ -171,6 +193,7 @@ def main() -> None:
     one_line_errors(check_output_dir)(sys.argv[1:], "train")
     sys.argv[1:] = one_line_errors(resolve_last)(sys.argv[1:])
     one_line_errors(check_resume)(sys.argv[1:])
+    one_line_errors(check_init_from)(sys.argv[1:])
     keep_earlier_attempt(sys.argv[1:])
     if not is_multirun(sys.argv[1:]):
         hydra_boundary(_hydra_main)
