@@ -23,6 +23,7 @@ from rds_act.build import build_module
 from rds_act.cli import TRAINED_GROUPS, parse_override, search_path, search_path_arg
 from rds_act.data.base import EVAL_SPLITS
 from rds_act.errors import ConfigError
+from rds_act.memory import check_memory
 from rds_act.validate import validate_config
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def load_module(
     module, datamodule = build_module(cfg)
     check_fits(module, cfg.ckpt_path)
     module.load_state_dict(ckpt["state_dict"])
+    check_memory(module, datamodule, cfg, training=False)
     check_evaluates(module, datamodule, cfg.ckpt_path, ckpt["rds_act_config"])
     return module, datamodule, cfg
 

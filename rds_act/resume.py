@@ -111,8 +111,11 @@ def check_resume(argv: list[str]) -> None:
     (``optimizer.lr=1e6``) is refused in one line naming the value, before Hydra writes
     anything, instead of being recorded and silently not applied. Keys the checkpoint predates
     are not compared."""
-    paths = [v for k, v, _ in map(parse_override, argv) if k == "ckpt_path" and v]
-    if not paths or paths[-1] in ("null", "None") or is_multirun(argv):
+    paths = [v for k, v, _ in map(parse_override, argv) if k == "ckpt_path"]
+    if paths and paths[-1] is not None and not paths[-1].strip():  # `ckpt_path=$CKPT`, CKPT unset
+        raise ConfigError("ckpt_path='' is empty; allowed: a path to a checkpoint, last, or null "
+                          "(train from scratch)")
+    if not paths or paths[-1] in (None, "null", "None") or is_multirun(argv):
         return
     from rds_act.checkpoint import load_checkpoint
 

@@ -30,6 +30,7 @@ from rds_act.cli import (
     user_search_path,
 )
 from rds_act.errors import ConfigError, disk_full, disk_full_line
+from rds_act.memory import check_memory
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import check_resume, keep_earlier_attempt, resolve_last
 from rds_act.sweep import check_sweep_jobs, run_job, run_sweep, sweep_jobs
@@ -73,6 +74,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     try:  # the whole run, set-up and results included, leaves a record when it is stopped
         with signals_interrupt(trainer) as stopped:
+            check_memory(module, datamodule, cfg)  # sets the data up: a signal there is recorded
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             stopped.check()
             phase[0] = "in the test pass"
@@ -173,7 +175,10 @@ def check_init_from(argv: list[str]) -> None:
     """``init_from=`` names a checkpoint rds-act-train wrote: checked before Hydra makes a run dir
     (its fit to the config is checked once the model is built)."""
     given = [v for k, v, _ in map(parse_override, argv) if k == "init_from"]
-    if not given or given[-1] in ("null", "None", "") or is_multirun(argv):
+    if given and given[-1] is not None and not given[-1].strip():  # `init_from=$CKPT`, CKPT unset
+        raise ConfigError("init_from='' is empty; allowed: a path to a checkpoint, or null "
+                          "(start from a fresh init)")
+    if not given or given[-1] in (None, "null", "None") or is_multirun(argv):
         return
     load_checkpoint(given[-1], "init_from")
     resumed = [v for k, v, _ in map(parse_override, argv) if k == "ckpt_path" and v]

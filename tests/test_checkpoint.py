@@ -121,3 +121,16 @@ def test_a_checkpoint_asked_to_evaluate_a_task_it_cannot_read_is_one_line(traine
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
     assert "(trained with task=rpc_small) cannot evaluate this task's test split" in errors[0]
     assert not out_dir.exists()
+
+
+def test_an_evaluation_that_cannot_fit_in_memory_is_one_line(trained, tmp_path, capsys):
+    """Through rds-act-eval: ten million steps for the ood split are refused before one is run."""
+    from helpers import run_entry
+
+    out_dir = tmp_path / "eval"
+    code, _, err = run_entry("rds_act.eval", [f"ckpt_path={trained}", "task.ood_T_max=10000000",
+                                              f"hydra.run.dir={out_dir}"], capsys, tmp_path)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
+    assert "task.ood_T_max=10000000 x task.datamodule.eval_batch_size=32 needs" in errors[0]
+    assert not out_dir.exists()

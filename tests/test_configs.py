@@ -264,6 +264,12 @@ def test_typed_values_are_validated_before_anything_is_built(compose_cfg, overri
     ("model.step_signal=maybe", "model.step_signal='maybe' is not allowed; allowed: true or false"),
     ("scheduler=warmup_cosine scheduler.warmup_frac=2", "scheduler.warmup_frac=2 is not allowed"),
     ("+model.foo=1", "model: rds_act.models.DynTRM rejected its arguments .*'foo'"),
+    # measured before anything is allocated: a training step of 10^5 steps, an evaluation batch of 10^7
+    ("task.T_max=100000 task.ood_T_max=100000",
+     r"task.T_max=100000 x task.datamodule.batch_size=128 needs ~\d+ GiB for one training step .* "
+     r"this machine has \d+ GiB of memory; allowed: fewer steps"),
+    ("task.ood_T_max=10000000", r"task.ood_T_max=10000000 x task.datamodule.eval_batch_size=\d+ needs "
+                                r"~\d+ GiB to evaluate one batch"),
 ])
 def test_typed_values_through_the_entry_point_are_one_line(tmp_path, capsys, override, message):
     """Through rds-act-train's entry code: one error line (exit 2) naming key, value and what is

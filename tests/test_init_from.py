@@ -48,6 +48,8 @@ def test_a_warm_start_trains_a_new_run_from_the_weights(first, tmp_path, compose
 
 @pytest.mark.parametrize("extra, message", [
     (["init_from=nowhere.ckpt"], "init_from='nowhere.ckpt' is not an existing file"),
+    (["init_from="], "init_from='' is empty; allowed: a path to a checkpoint, or null"),  # $CKPT unset
+    (["ckpt_path="], "ckpt_path='' is empty; allowed: a path to a checkpoint, last, or null"),
     (["init_from={ckpt}", "model.d_model=16"], "init_from='{ckpt}' (trained with task=rpc_small, "
                                                "act=plsd, d_model=32) does not fit this config"),
     (["init_from={ckpt}", "ckpt_path={ckpt}"], "a resume continues that run, which started from "
