@@ -1,6 +1,6 @@
-"""Lightning callbacks of our own: the curriculum's step, the per-step dashboards, and
-time-to-accuracy for the learning benchmark. The LightningModule trains and scores; these do the
-cross-cutting work around it."""
+"""Lightning callbacks of our own: the curriculum's step, the per-step dashboards, the newest
+state as last.ckpt, and time-to-accuracy for the learning benchmark. The LightningModule trains
+and scores; these do the cross-cutting work around it."""
 
 from __future__ import annotations
 
@@ -9,10 +9,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from rds_act.loggers import log_step_charts
 from rds_act.metrics import ExpertUsageCurves, StepCurves, effective_rank
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: the newest epoch (``monitor: null``, one kept), and before the first one the
+    state training starts from, so a run stopped in epoch 0 (SIGTERM, Ctrl-C) still leaves a
+    checkpoint that resumes it, to the same metrics as a run never stopped."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.global_step == 0 and trainer.current_epoch == 0 and self.dirpath:
+            trainer.save_checkpoint(f"{self.dirpath}/{self.filename}{self.FILE_EXTENSION}")
 
 
 class CurriculumStep(Callback):

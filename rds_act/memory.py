@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from rds_act.errors import ConfigError
@@ -52,7 +52,7 @@ def step_bytes(module: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[float
 
 def memory_limit(cfg: DictConfig) -> tuple[float, str]:
     """Bytes of the memory the run's tensors live in, and its name."""
-    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         if torch.cuda.is_available():
             return float(torch.cuda.get_device_properties(0).total_memory), "GPU memory"
@@ -82,8 +82,8 @@ def check_memory(module: torch.nn.Module, datamodule: object, cfg: DictConfig,
     steps, ood_steps = int(module.model.T_max), int(module.ood_T_max)
     grad_steps = getattr(module.model, "grad_steps", None)
     with_grad = steps if grad_steps is None else min(steps, int(grad_steps))
-    dm = cfg.task.datamodule
-    batch, eval_batch = int(dm.get("batch_size", 1)), int(dm.get("eval_batch_size", 1))
+    batch = int(OmegaConf.select(cfg, "task.datamodule.batch_size", default=1))
+    eval_batch = int(OmegaConf.select(cfg, "task.datamodule.eval_batch_size", default=1))
     train_need = batch * (with_grad * grad_per + steps * out_per) if training else 0.0
     eval_need = eval_batch * max(steps, ood_steps) * out_per
     limit, where = memory_limit(cfg)

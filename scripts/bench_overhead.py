@@ -21,20 +21,24 @@ STEPS, WARMUP = 60, 10
 
 
 class StepTimer(L.Callback):
-    """Wall time from the start of batch WARMUP to the end of the last batch."""
+    """Wall time from the start of batch ``warmup`` to the end of the last batch."""
+
+    def __init__(self, warmup: int = WARMUP):
+        self.warmup = warmup
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if batch_idx == WARMUP:
+        if batch_idx == self.warmup:
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.end = time.perf_counter()
 
 
-def lightning_time(module, dm) -> float:
-    timer = StepTimer()
+def lightning_time(module, dm, steps: int = STEPS, warmup: int = WARMUP) -> float:
+    """Seconds for training batches ``warmup..steps-1`` under Lightning's loop."""
+    timer = StepTimer(warmup)
     trainer = L.Trainer(
-        max_steps=STEPS, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+        max_steps=steps, accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         num_sanity_val_steps=0, gradient_clip_val=1.0, callbacks=[timer],
         reload_dataloaders_every_n_epochs=1,  # the datamodule draws fresh samples per epoch
@@ -43,13 +47,14 @@ def lightning_time(module, dm) -> float:
     return timer.end - timer.start
 
 
-def bare_time(module, dm) -> float:
+def bare_time(module, dm, steps: int = STEPS, warmup: int = WARMUP) -> float:
+    """The same batches through forward, strategy loss, backward, clipping and AdamW by hand."""
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = module.to(dev).train()
     opt = module.configure_optimizers()
     batches = iter(dm.train_dataloader())
-    for i in range(STEPS):
-        if i == WARMUP:
+    for i in range(steps):
+        if i == warmup:
             start = time.perf_counter()
         batch = {k: v.to(dev) for k, v in next(batches).items()}
         stack = module.stack(batch)

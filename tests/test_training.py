@@ -183,14 +183,15 @@ def test_multirun_then_eval_from_checkpoint(tmp_path, capsys):
 
 def test_sigterm_leaves_an_interrupted_record_and_a_resumable_checkpoint(tmp_path):
     """A pre-empted job (SIGTERM) must not look like a success: exit 143, metrics.json with
-    status interrupted, and last.ckpt from the last full epoch resumes to the end."""
+    status interrupted; stopped in its first epoch it still leaves a last.ckpt (the state training
+    started from) that resumes to exactly the metrics of a run never stopped."""
     import signal
     import subprocess
     import sys
     import time
 
     run_dir = tmp_path / "run"
-    args = [*[a for a in TINY if not a.startswith("callbacks")], "task.datamodule.n_train=2048",
+    args = [*[a for a in TINY if not a.startswith("callbacks")], "task.datamodule.n_train=16384",
             "trainer.max_epochs=200", "trainer.enable_progress_bar=false", "test=false",
             f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "rds_act.train", *args], cwd=tmp_path,
@@ -203,14 +204,16 @@ def test_sigterm_leaves_an_interrupted_record_and_a_resumable_checkpoint(tmp_pat
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=300) == 143
     record = json.loads((run_dir / "metrics.json").read_text())
-    assert record["status"] == "interrupted" and "SIGTERM" in record["reason"]
-    epochs = torch.load(last, weights_only=False)["epoch"] + 3  # two more after the saved one
+    assert record["status"] == "interrupted" and "SIGTERM at epoch 0" in record["reason"]
+    saved = torch.load(last, weights_only=False)
+    assert saved["epoch"] == 0 and saved["global_step"] == 0  # from before the first batch
+    epochs = 2
     resumed = run_cli("rds_act.train", [*args[:-1], f"trainer.max_epochs={epochs}",
                                         f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'resumed'}"],
                       tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     done = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
-    assert done["status"] == "completed" and done["train/samples"] == epochs * 2048
+    assert done["status"] == "completed" and done["train/samples"] == epochs * 16384
     # and it ends exactly where a run never interrupted ends
     straight = run_cli("rds_act.train", [*args[:-1], f"trainer.max_epochs={epochs}",
                                          f"hydra.run.dir={tmp_path / 'straight'}"], tmp_path)
