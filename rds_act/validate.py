@@ -61,6 +61,7 @@ RULES: dict[str, Rule] = {
     "task.ood_T_max": INT_GE1_OR_NULL,
     "task.halt_grad": UNIT,
     "task.datamodule.fresh_train": BOOL,
+    "task.datamodule.prefetch": BOOL,
     "model.T_max": INT_GE1,
     "model.halt_grad": UNIT,
     "model.step_signal": BOOL,

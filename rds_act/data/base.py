@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import pickle
+
 import numpy as np
 import torch
 from lightning import LightningDataModule
@@ -35,6 +39,70 @@ class TensorDictDataset(torch.utils.data.Dataset):
         return {k: v[idx] for k, v in self.tensors.items()}
 
 
+class Prefetch:
+    """The next epoch's fresh training samples, generated in a forked process while this epoch
+    trains (the generators are per-sample Python: a fifth of a small model's epoch). The split is
+    a pure function of (seed, split, indices, level), so what comes back equals what the
+    datamodule would make itself; a result for another (epoch, level) is never used. Where
+    ``fork`` is not available the datamodule generates in-process."""
+
+    def __init__(self):
+        self.key: tuple | None = None
+        self.proc = self.conn = None
+
+    @staticmethod
+    def available() -> bool:
+        return "fork" in multiprocessing.get_all_start_methods()
+
+    def start(self, key: tuple, make) -> None:
+        self.stop()
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=self._run, args=(make, child), daemon=True)
+        self.proc.start()
+        child.close()
+        self.key = key
+
+    @staticmethod
+    def _run(make, conn) -> None:
+        torch.set_num_threads(1)
+        try:  # plain pickle, by value: torch's shared-memory handles die with this process
+            conn.send_bytes(pickle.dumps(("ok", make())))
+        except BaseException as exc:  # noqa: BLE001 - the parent re-raises it where it waits
+            try:
+                conn.send_bytes(pickle.dumps(("error", exc)))
+            except Exception:  # noqa: BLE001 - an exception that does not pickle: the parent
+                pass  # makes the split itself and meets it there
+        finally:
+            conn.close()
+            os._exit(0)  # no atexit handlers of the parent (loggers, Hydra) in the copy
+
+    def take(self, key: tuple):
+        """The prefetched split for ``key``, or None (none started for it, or it died)."""
+        if self.key != key or self.conn is None:
+            self.stop()
+            return None
+        try:
+            status, value = pickle.loads(self.conn.recv_bytes())
+        except (EOFError, OSError, pickle.UnpicklingError):
+            status, value = "error", None
+        self.stop()
+        if status == "error":
+            if isinstance(value, Exception):
+                raise value
+            return None
+        return value
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.is_alive():
+                self.proc.terminate()
+            self.proc.join()
+        if self.conn is not None:
+            self.conn.close()
+        self.proc = self.conn = self.key = None
+
+
 class TaskDataModule(LightningDataModule):
     """Base datamodule: subclasses implement ``make_sample(rng, split) -> dict`` of numpy arrays.
 
@@ -63,8 +131,11 @@ class TaskDataModule(LightningDataModule):
         num_workers: int = 0,
         fresh_train: bool = True,
         curriculum: dict | None = None,
+        prefetch: bool = True,
     ):
         super().__init__()
+        if not isinstance(prefetch, bool):
+            raise ConfigError(f"task.datamodule.prefetch={prefetch!r} is not allowed; allowed: true, false")
         sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_ood": n_ood,
                  "batch_size": batch_size, "eval_batch_size": eval_batch_size}
         for key, value in sizes.items():
@@ -83,6 +154,8 @@ class TaskDataModule(LightningDataModule):
             self.curriculum = Curriculum(**curriculum)
         self._train_key: tuple[int, int | None] = (0, None)
         self.data: dict[str, TensorDictDataset] = {}
+        # the next epoch's fresh samples made while this one trains (``Prefetch``)
+        self.prefetch = Prefetch() if prefetch and fresh_train and Prefetch.available() else None
 
     def difficulty_range(self, split: str) -> tuple[int, int]:
         """Inclusive ``(lo, hi)`` of the task's difficulty (its ``steps_required``) per split."""
@@ -176,9 +249,20 @@ class TaskDataModule(LightningDataModule):
         key = (epoch if self.fresh_train else 0, self.level)
         if key != self._train_key or "train" not in self.data:
             n = self.sizes["train"]
-            self.data["train"] = TensorDictDataset(self.make_split("train", n, key[0] * n))
+            made = self.prefetch.take(key) if self.prefetch is not None else None
+            if made is None:
+                made = self.make_split("train", n, key[0] * n)
+            self.data["train"] = TensorDictDataset(made)
             self._train_key = key
+            if self.prefetch is not None and self.trainer is not None \
+                    and epoch + 1 < (self.trainer.max_epochs or 0):
+                nxt = (key[0] + 1, key[1])  # the same level: a promotion discards it
+                self.prefetch.start(nxt, lambda: self.make_split("train", n, nxt[0] * n))
         return self._loader("train", True, epoch)
+
+    def teardown(self, stage: str) -> None:
+        if self.prefetch is not None:
+            self.prefetch.stop()
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(split, False) for split in EVAL_SPLITS["validate"]]
