@@ -16,12 +16,13 @@ BASE = [*(a for a in TINY if not a.startswith("callbacks")), "trainer.max_epochs
         "trainer.enable_progress_bar=false", "test=false"]
 
 
-@pytest.fixture
-def first(tmp_path, capsys):
-    """One epoch of plsd on rpc_small (64 samples); its last checkpoint."""
-    code, _, err = run_entry("rds_act.train", [*BASE, f"hydra.run.dir={tmp_path / 'a'}"], capsys, tmp_path)
-    assert code == 0, err[-2000:]
-    return tmp_path / "a" / "checkpoints" / "last.ckpt"
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    """One epoch of plsd on rpc_small (64 samples); its last checkpoint (shared: read only)."""
+    root = tmp_path_factory.mktemp("first")
+    proc = run_cli("rds_act.train", [*BASE, f"hydra.run.dir={root / 'a'}"], root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / "a" / "checkpoints" / "last.ckpt"
 
 
 def test_a_warm_start_trains_a_new_run_from_the_weights(first, tmp_path, compose_cfg):
