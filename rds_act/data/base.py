@@ -255,7 +255,7 @@ class TaskDataModule(LightningDataModule):
             self.data["train"] = TensorDictDataset(made)
             self._train_key = key
             if self.prefetch is not None and self.trainer is not None \
-                    and epoch + 1 < (self.trainer.max_epochs or 0):
+                    and epoch + 1 < (getattr(self.trainer, "max_epochs", None) or 0):
                 nxt = (key[0] + 1, key[1])  # the same level: a promotion discards it
                 self.prefetch.start(nxt, lambda: self.make_split("train", n, nxt[0] * n))
         return self._loader("train", True, epoch)
