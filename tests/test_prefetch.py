@@ -40,6 +40,25 @@ def test_prefetched_epochs_are_the_samples_made_in_process():
     assert with_it.prefetch.proc is None  # nothing left running after the last epoch
 
 
+def test_a_stale_prefetch_is_dropped_even_while_it_writes_a_large_split():
+    """A promotion makes the prefetched level stale: the worker, blocked writing a split larger
+    than the pipe holds, is ended and the datamodule goes on (it used to wait on it for good)."""
+    import signal
+    import time
+
+    dm = RPCDataModule(n_train=4000, n_val=8, n_test=8, n_ood=8, prefetch=True)
+    # as under Lightning, whose handler only flags a SIGTERM: the fork inherits it
+    old = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        dm.prefetch.start((1, 2), lambda: dm.make_split("train", 4000, 4000))
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    time.sleep(3)  # let it finish generating and block on the full pipe
+    start = time.perf_counter()
+    assert dm.prefetch.take((1, 3)) is None
+    assert time.perf_counter() - start < 10 and dm.prefetch.proc is None
+
+
 def test_a_run_with_prefetch_ends_where_one_without_does(tmp_path):
     """Through rds-act-train: task.datamodule.prefetch=false gives the same metrics."""
     base = [*TINY, "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "test=false"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 
 import numpy as np
 import torch
@@ -65,6 +66,10 @@ class Prefetch:
 
     @staticmethod
     def _run(make, conn) -> None:
+        # the parent's handlers (Lightning's flags SIGTERM and waits for a batch end) are not
+        # this copy's: SIGTERM ends it, Ctrl-C is the parent's to handle
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         torch.set_num_threads(1)
         try:  # plain pickle, by value: torch's shared-memory handles die with this process
             conn.send_bytes(pickle.dumps(("ok", make())))
@@ -94,12 +99,13 @@ class Prefetch:
         return value
 
     def stop(self) -> None:
+        """End the worker: its result unread (a curriculum promotion made it stale) or read."""
+        if self.conn is not None:
+            self.conn.close()  # a worker blocked writing a large split gets EPIPE
         if self.proc is not None:
             if self.proc.is_alive():
-                self.proc.terminate()
+                self.proc.kill()
             self.proc.join()
-        if self.conn is not None:
-            self.conn.close()
         self.proc = self.conn = self.key = None
 
 
@@ -131,7 +137,7 @@ class TaskDataModule(LightningDataModule):
         num_workers: int = 0,
         fresh_train: bool = True,
         curriculum: dict | None = None,
-        prefetch: bool = True,
+        prefetch: bool = False,
     ):
         super().__init__()
         if not isinstance(prefetch, bool):
