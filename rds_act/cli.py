@@ -14,7 +14,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from rds_act.errors import ConfigError, check_choice, disk_full, disk_full_line
+from rds_act.errors import ConfigError, cause_chain, check_choice, disk_full, disk_full_line
 
 # the checkout's conf/ (editable install, tests) or the copy shipped inside the wheel
 _CONF_DIRS = (Path(__file__).resolve().parent.parent / "conf", Path(__file__).resolve().parent / "conf")
@@ -30,6 +30,15 @@ TRAINED_GROUPS = ("task", "model", "act", "optimizer")
 def is_multirun(argv: list[str]) -> bool:
     """Whether the command line asks for a sweep (``-m`` / ``--multirun``)."""
     return "-m" in argv or "--multirun" in argv
+
+
+def checkpoint_arg(argv: list[str], key: str, empty_means: str) -> str | None:
+    """The last ``key=<path>`` on the command line, None when absent or null. An empty value
+    (``key=$CKPT`` with CKPT unset) is refused in one line instead of read as "none"."""
+    given = [v for k, v, _ in map(parse_override, argv) if k == key]
+    if given and given[-1] is not None and not given[-1].strip():
+        raise ConfigError(f"{key}='' is empty; allowed: {empty_means}")
+    return None if not given or given[-1] in (None, "null", "None") else given[-1]
 
 
 def parse_override(arg: str) -> tuple[str, str | None, bool]:
@@ -362,12 +371,8 @@ def one_line_errors(fn: Callable) -> Callable:
                 run_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
                 print(f"error: {disk_full_line(full, run_dir)}", file=sys.stderr)
                 raise SystemExit(2) from None
-            err: BaseException | None = exc
-            seen: set[int] = set()
-            while err is not None and not isinstance(err, ConfigError | FloatingPointError):
-                seen.add(id(err))
-                err = err.__cause__ or err.__context__
-                err = None if err is not None and id(err) in seen else err  # a looping chain
+            err = next((e for e in cause_chain(exc)
+                        if isinstance(e, ConfigError | FloatingPointError)), None)
             if err is None:
                 raise
             if isinstance(err, ConfigError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class ConfigError(ValueError):
@@ -15,16 +15,20 @@ class ConfigError(ValueError):
 FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def cause_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the errors it was raised from (``__cause__``, else ``__context__``), each once:
+    a chain can loop back on itself."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
 def disk_full(exc: BaseException | None) -> OSError | None:
     """The "no space left" error in ``exc``'s cause chain (Lightning and torch re-raise it
     wrapped), or None."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:  # a chain can loop back on itself
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in FULL:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((e for e in cause_chain(exc) if isinstance(e, OSError) and e.errno in FULL), None)
 
 
 def disk_full_line(exc: OSError, run_dir: str | None = None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rds_act.cli import check_composes, is_multirun, parse_override
+from rds_act.cli import check_composes, checkpoint_arg, is_multirun, parse_override
 from rds_act.errors import ConfigError
 
 # where a single training run lands (conf/hydra/default.yaml: outputs/${run_kind}/runs/<time>)
@@ -71,6 +71,8 @@ def resolve_last(argv: list[str], root: Path = TRAIN_RUNS) -> list[str]:
 
 
 EARLIER_RESULTS = ("metrics.json", "predictions.csv")
+# what ckpt_path= may be, for the one line an empty value gets
+RESUME_FROM = "a path to a checkpoint, last, or null (train from scratch)"
 
 
 def keep_earlier_attempt(argv: list[str]) -> None:
@@ -111,15 +113,12 @@ def check_resume(argv: list[str]) -> None:
     (``optimizer.lr=1e6``) is refused in one line naming the value, before Hydra writes
     anything, instead of being recorded and silently not applied. Keys the checkpoint predates
     are not compared."""
-    paths = [v for k, v, _ in map(parse_override, argv) if k == "ckpt_path"]
-    if paths and paths[-1] is not None and not paths[-1].strip():  # `ckpt_path=$CKPT`, CKPT unset
-        raise ConfigError("ckpt_path='' is empty; allowed: a path to a checkpoint, last, or null "
-                          "(train from scratch)")
-    if not paths or paths[-1] in (None, "null", "None") or is_multirun(argv):
+    path = checkpoint_arg(argv, "ckpt_path", RESUME_FROM)
+    if path is None or is_multirun(argv):
         return
     from rds_act.checkpoint import load_checkpoint
 
-    saved = load_checkpoint(paths[-1])["rds_act_config"]
+    saved = load_checkpoint(path)["rds_act_config"]
     cfg = check_composes(argv, "train")
     missing = object()
     for group in RESUME_COMPARED:
@@ -134,7 +133,7 @@ def check_resume(argv: list[str]) -> None:
                 new = OmegaConf.to_container(new, resolve=True)
             if new is not missing and new != old:
                 raise ConfigError(
-                    f"ckpt_path={paths[-1]} resumes a run trained with {key}={old!r}, but this "
+                    f"ckpt_path={path} resumes a run trained with {key}={old!r}, but this "
                     f"command sets {key}={new!r}; a resume continues that run as it was trained "
                     f"(it may change only {', '.join(RESUME_MAY_CHANGE[:-1])}): drop the override, "
                     "or train a new run without ckpt_path")

@@ -23,16 +23,16 @@ from rds_act.cli import (
     check_output_dir,
     check_override_keys,
     check_plugins,
+    checkpoint_arg,
     hydra_boundary,
     is_multirun,
     one_line_errors,
-    parse_override,
     user_search_path,
 )
 from rds_act.errors import ConfigError, disk_full, disk_full_line
 from rds_act.memory import check_memory
 from rds_act.results import collect_metrics, save_results, write_metrics
-from rds_act.resume import check_resume, keep_earlier_attempt, resolve_last
+from rds_act.resume import RESUME_FROM, check_resume, keep_earlier_attempt, resolve_last
 from rds_act.sweep import check_sweep_jobs, run_job, run_sweep, sweep_jobs
 from rds_act.validate import validate_config
 
@@ -174,21 +174,18 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def check_init_from(argv: list[str]) -> None:
     """``init_from=`` names a checkpoint rds-act-train wrote: checked before Hydra makes a run dir
     (its fit to the config is checked once the model is built)."""
-    given = [v for k, v, _ in map(parse_override, argv) if k == "init_from"]
-    if given and given[-1] is not None and not given[-1].strip():  # `init_from=$CKPT`, CKPT unset
-        raise ConfigError("init_from='' is empty; allowed: a path to a checkpoint, or null "
-                          "(start from a fresh init)")
-    if not given or given[-1] in (None, "null", "None") or is_multirun(argv):
+    given = checkpoint_arg(argv, "init_from",
+                           "a path to a checkpoint, or null (start from a fresh init)")
+    if given is None or is_multirun(argv):
         return
-    load_checkpoint(given[-1], "init_from")
-    resumed = [v for k, v, _ in map(parse_override, argv) if k == "ckpt_path" and v]
-    if resumed and resumed[-1] not in ("null", "None"):
-        began = load_checkpoint(resumed[-1])["rds_act_config"].get("init_from")
-        if began != given[-1]:
-            raise ConfigError(f"init_from={given[-1]} with ckpt_path={resumed[-1]}: a resume "
+    load_checkpoint(given, "init_from")
+    resumed = checkpoint_arg(argv, "ckpt_path", RESUME_FROM)
+    if resumed is not None:
+        began = load_checkpoint(resumed)["rds_act_config"].get("init_from")
+        if began != given:
+            raise ConfigError(f"init_from={given} with ckpt_path={resumed}: a resume "
                               f"continues that run, which started from init_from={began}; drop "
                               "init_from to resume it, or drop ckpt_path to start a new run")
-
 
 def main() -> None:
     one_line_errors(check_group_choices)(sys.argv[1:])
