@@ -108,29 +108,22 @@ def test_a_failed_checkpoint_write_keeps_the_good_one(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def test_a_checkpoint_asked_to_evaluate_a_task_it_cannot_read_is_one_line(trained, tmp_path, capsys):
-    """Through rds-act-eval: an rpc_small checkpoint whose weights happen to fit parity's model
-    cannot read parity's inputs; that is one line naming the task it was trained on, before the
-    test pass (which used to stop with a size-mismatch traceback), and no run dir is left."""
+@pytest.mark.parametrize("override, message", [
+    # rpc_small weights happen to fit parity's model but cannot read its inputs (this used to
+    # stop with a size-mismatch traceback in the test pass)
+    ("task=parity", "(trained with task=rpc_small) cannot evaluate this task's test split"),
+    # ten million steps for the ood split, refused before one is run
+    ("task.ood_T_max=10000000", "task.ood_T_max=10000000 x task.datamodule.eval_batch_size=32 needs"),
+])
+def test_an_evaluation_the_checkpoint_cannot_run_is_one_line(trained, tmp_path, capsys, override,
+                                                             message):
+    """Through rds-act-eval: one line naming why, before the test pass, and no run dir left."""
     from helpers import run_entry
 
     out_dir = tmp_path / "eval"
-    code, _, err = run_entry("rds_act.eval", [f"ckpt_path={trained}", "task=parity",
+    code, _, err = run_entry("rds_act.eval", [f"ckpt_path={trained}", override,
                                               f"hydra.run.dir={out_dir}"], capsys, tmp_path)
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
-    assert "(trained with task=rpc_small) cannot evaluate this task's test split" in errors[0]
-    assert not out_dir.exists()
-
-
-def test_an_evaluation_that_cannot_fit_in_memory_is_one_line(trained, tmp_path, capsys):
-    """Through rds-act-eval: ten million steps for the ood split are refused before one is run."""
-    from helpers import run_entry
-
-    out_dir = tmp_path / "eval"
-    code, _, err = run_entry("rds_act.eval", [f"ckpt_path={trained}", "task.ood_T_max=10000000",
-                                              f"hydra.run.dir={out_dir}"], capsys, tmp_path)
-    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
-    assert "task.ood_T_max=10000000 x task.datamodule.eval_batch_size=32 needs" in errors[0]
+    assert message in errors[0]
     assert not out_dir.exists()

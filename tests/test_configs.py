@@ -281,6 +281,21 @@ def test_typed_values_through_the_entry_point_are_one_line(tmp_path, capsys, ove
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["task.T_max=100000", "task.ood_T_max=100000"],
+     r"^error: task.T_max=100000 x task.datamodule.batch_size=128 needs ~\d+ GiB for one training step"),
+    (["init_from="], r"^error: init_from='' is empty; allowed: a path to a checkpoint, or null"),
+    (["ckpt_path="], r"^error: ckpt_path='' is empty; allowed: a path to a checkpoint, last, or null"),
+])
+def test_a_refused_size_or_empty_checkpoint_from_the_shell_is_one_line(tmp_path, args, message):
+    """A run too large for memory and an empty checkpoint argument, through a real interpreter:
+    one line, exit 2, no run dir (they used to allocate until killed / train from scratch)."""
+    proc = run_cli("rds_act.train", [*args, "logger=none", f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and re.search(message, errors[0]), proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
 def test_a_typed_value_from_the_shell_is_one_line(tmp_path):
     """The same through a real interpreter, as a shell meets it."""
     proc = run_cli("rds_act.train", ["model.step_signal=maybe", "logger=none",
