@@ -42,7 +42,7 @@ class TensorDictDataset(torch.utils.data.Dataset):
 
 class Prefetch:
     """The next epoch's fresh training samples, generated in a forked process while this epoch
-    trains (the generators are per-sample Python: a fifth of a small model's epoch). The split is
+    trains (the generators are per-sample Python, on the training loop's path). The split is
     a pure function of (seed, split, indices, level), so what comes back equals what the
     datamodule would make itself; a result for another (epoch, level) is never used. Where
     ``fork`` is not available the datamodule generates in-process."""
