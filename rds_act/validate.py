@@ -1,9 +1,11 @@
 """One validation pass over the config values a user can type, before data or model are built.
 
-Each rule names a dotted key, what it must be and what is allowed; a bad value fails in one line
-(``ConfigError``, exit 2 at the entry points). Keys a config does not have are skipped, so one
-table serves every task, model and optimizer. Checks that need the objects themselves (a
-strategy's own ranges, a task's own counts) stay with those objects.
+The names and types of every built part's keys come from its target's signature
+(``rds_act.schema``); this table adds the ranges (an integer >= 1, a rate in [0, 1]) and the keys
+no signature holds (``seed``, ``test``, ``task.T_max``). Each rule names a dotted key and what is
+allowed; a bad value fails in one line (``ConfigError``, exit 2 at the entry points). Keys a
+config does not have are skipped, so one table serves every task, model and optimizer. Checks
+that need the objects themselves (a strategy's own ranges, a task's own counts) stay with them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rds_act.cli import check_task_variant
-from rds_act.errors import ConfigError, locate
+from rds_act.errors import ConfigError
+from rds_act.schema import check_schema
 
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
               "64", "32", "16", "bf16", 64, 32, 16)
@@ -56,23 +59,11 @@ RULES: dict[str, Rule] = {
     "trainer.max_epochs": INT_GE1,
     "trainer.check_val_every_n_epoch": INT_GE1_OR_NULL,
     "trainer.log_every_n_steps": INT_GE1,
-    "trainer.enable_progress_bar": BOOL,
     "task.T_max": INT_GE1,
     "task.ood_T_max": INT_GE1_OR_NULL,
     "task.halt_grad": UNIT,
-    "task.datamodule.fresh_train": BOOL,
-    "task.datamodule.prefetch": BOOL,
     "model.T_max": INT_GE1,
     "model.halt_grad": UNIT,
-    "model.step_signal": BOOL,
-    "model.rope": BOOL,
-    "model.state_norm": BOOL,
-    "model.halt_confidence": BOOL,
-    "model.gated_attention": BOOL,
-    "model.activation_checkpointing": BOOL,
-    "model.compile": BOOL,
-    "act.deep_supervision": BOOL,
-    "act.use_continue": BOOL,
     "act.explore_prob": UNIT,
     "act.threshold": UNIT,
     "act.tolerance": NON_NEGATIVE,
@@ -128,37 +119,12 @@ def validate_config(cfg: DictConfig) -> None:
         if not rule.test(value):
             raise ConfigError(f"{key}={value!r} is not allowed; allowed: {rule.allowed}")
     check_machine(cfg)
-    check_targets(cfg)
+    check_schema(cfg)  # every built part against its target's signature
     d_model = OmegaConf.select(cfg, "model.d_model", default=None)
     heads = OmegaConf.select(cfg, "model.n_heads", default=None)
     if d_model and heads and d_model % heads:
         raise ConfigError(f"model.d_model={d_model} is not a multiple of model.n_heads={heads}; "
                           "allowed: d_model divisible by n_heads")
-
-
-# the parts built from the config; a user's own classes live here as ``_target_`` paths
-BUILT_KEYS = ("task", "model", "act", "optimizer", "scheduler", "training")
-
-
-def check_targets(cfg: DictConfig) -> None:
-    """Every ``_target_`` of the built parts imports (a user's package on PYTHONPATH, a misspelt
-    class name): one line naming the key, not Hydra's instantiation report."""
-    def walk(node: object, key: str) -> None:
-        if isinstance(node, DictConfig):
-            for k in node.keys():
-                child = node._get_node(k)
-                if k == "_target_":
-                    locate(str(node[k]), f"{key}._target_")
-                elif isinstance(child, DictConfig | ListConfig):
-                    walk(child, f"{key}.{k}")
-        elif isinstance(node, ListConfig):
-            for i, item in enumerate(node):
-                walk(item, f"{key}[{i}]")
-
-    for key in BUILT_KEYS:
-        node = cfg.get(key) if isinstance(cfg, DictConfig) else None
-        if isinstance(node, DictConfig):
-            walk(node, key)
 
 
 # logger option -> (module it needs, pip extra that installs it)

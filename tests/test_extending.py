@@ -138,8 +138,13 @@ def test_the_users_options_are_listed_and_their_mistakes_are_one_line(project: P
     assert not (project / "runs" / "no_path").exists()
     line = one_error_line(run(project, "rds_act.train", "--config-dir", "conf", "task=majority",
                               "act=halt_at", "+act.every=2", "hydra.run.dir=runs/bad_arg"))
-    assert line.startswith("error: act: my_ext.strategies.HaltAt") and "every" in line
+    assert line == "error: act.every is not a setting of my_ext.strategies.HaltAt; allowed: step"
     assert not (project / "runs" / "bad_arg").exists()
+    # the user's own type hint is the schema: `step: int`
+    line = one_error_line(run(project, "rds_act.train", "--config-dir", "conf", "task=majority",
+                              "act=halt_at", "act.step=two", "hydra.run.dir=runs/bad_type"))
+    assert line == "error: act.step='two' is not allowed; allowed: an integer"
+    assert not (project / "runs" / "bad_type").exists()
 
 
 def test_configs_shipped_inside_a_package_are_found_by_pkg_url(tmp_path, monkeypatch):

@@ -419,8 +419,6 @@ class ARCDataModule(TaskDataModule):
         _count("n_aug", n_aug, 0)
         if n_aug is None:
             raise ConfigError("task.datamodule.n_aug=None must be an integer >= 0")
-        if not isinstance(translate, bool):
-            raise ConfigError(f"task.datamodule.translate={translate!r} is not allowed; allowed: true, false")
         super().__init__(n_train=n_train, n_val=1, n_test=1, n_ood=1, **kwargs)
         if self.curriculum is not None:
             raise ConfigError("task.datamodule.curriculum is not supported by task=arc; allowed: null")

@@ -140,8 +140,6 @@ class TaskDataModule(LightningDataModule):
         prefetch: bool = False,
     ):
         super().__init__()
-        if not isinstance(prefetch, bool):
-            raise ConfigError(f"task.datamodule.prefetch={prefetch!r} is not allowed; allowed: true, false")
         sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_ood": n_ood,
                  "batch_size": batch_size, "eval_batch_size": eval_batch_size}
         for key, value in sizes.items():

@@ -152,8 +152,6 @@ class MazeDataModule(TaskDataModule):
                                   f"{n}x{n} maze; allowed: <= {most}")
         if n_mazes is not None and (not is_int(n_mazes) or n_mazes < 1):
             raise ConfigError(f"task.datamodule.n_mazes={n_mazes!r} must be an integer >= 1 or null")
-        if not isinstance(augment, bool):
-            raise ConfigError(f"task.datamodule.augment={augment!r} is not allowed; allowed: true, false")
         self.size, self.ood_size = size, ood_size
         self.dist, self.ood_max_dist = (min_dist, max_dist), ood_max_dist
         self.n_mazes, self.augment, self.cache_dir = n_mazes, augment, cache_dir

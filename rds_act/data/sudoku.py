@@ -153,8 +153,6 @@ class SudokuDataModule(TaskDataModule):
                               f"ood_max_blanks <= {most}")
         if n_puzzles is not None and (not isinstance(n_puzzles, int) or n_puzzles < 1):
             raise ConfigError(f"task.datamodule.n_puzzles={n_puzzles!r} must be an integer >= 1 or null")
-        if not isinstance(augment, bool):
-            raise ConfigError(f"task.datamodule.augment={augment!r} is not allowed; allowed: true, false")
         self.size, self.blanks, self.ood_max_blanks = size, (lo, hi), ood_hi
         self.n_puzzles, self.augment, self.cache_dir = n_puzzles, augment, cache_dir
         self._base: dict[str, dict[str, np.ndarray]] = {}
