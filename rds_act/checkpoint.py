@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rds_act.build import build_module
 from rds_act.cli import TRAINED_GROUPS, parse_override, search_path, search_path_arg
-from rds_act.data.base import EVAL_SPLITS
+from rds_act.data.base import EVAL_SPLITS, first_rows
 from rds_act.errors import ConfigError
 from rds_act.memory import check_memory
 from rds_act.validate import validate_config
@@ -115,10 +115,9 @@ def check_evaluates(module: ACTLitModule, datamodule: LightningDataModule, path:
     loaders = datamodule.test_dataloader()
     loaders = loaders if isinstance(loaders, list) else [loaders]
     for split, loader in zip(EVAL_SPLITS["test"], loaders, strict=False):
-        batch = next(iter(loader), None)
-        if not isinstance(batch, dict):  # a datamodule of a user's own: its test pass will tell
+        batch = first_rows(loader)
+        if batch is None:  # a datamodule of a user's own: its test pass will tell
             continue
-        batch = {k: v[:2] if torch.is_tensor(v) else v for k, v in batch.items()}
         try:
             with torch.no_grad():
                 module.stack(batch, min(module.steps_for(split), 2))  # reading is enough

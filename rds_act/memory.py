@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from rds_act.data.base import first_rows
 from rds_act.errors import ConfigError
 
 GIB = 2**30
@@ -71,12 +72,11 @@ def check_memory(module: torch.nn.Module, datamodule: object, cfg: DictConfig,
     try:  # two validation samples; fit and test set the datamodule up the same way
         datamodule.setup("fit")
         loader = datamodule.val_dataloader()
-        batch = next(iter(loader[0] if isinstance(loader, list) else loader), None)
+        probe = first_rows(loader[0] if isinstance(loader, list) else loader)
     except Exception:  # noqa: BLE001 - a datamodule of a user's own: its own setup will say
         return
-    if not isinstance(batch, dict):
+    if probe is None:
         return
-    probe = {k: v[:2] if torch.is_tensor(v) else v for k, v in batch.items()}
     with torch.random.fork_rng(devices=[]):  # dropout in the probe must not move the run's stream
         grad_per, out_per = step_bytes(module, probe)
     steps, ood_steps = int(module.model.T_max), int(module.ood_T_max)

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -24,6 +25,15 @@ EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator for one sample: a pure function of (seed, split, index)."""
     return np.random.default_rng([int(seed), SPLITS[split], int(index)])
+
+
+def first_rows(loader: Iterable, n: int = 2) -> dict | None:
+    """The first ``n`` samples of a loader's first batch, for a probe through the model; None
+    when it yields no dict batches (a datamodule of a user's own: its own pass will tell)."""
+    batch = next(iter(loader), None)
+    if not isinstance(batch, dict):
+        return None
+    return {k: v[:n] if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 class TensorDictDataset(torch.utils.data.Dataset):
