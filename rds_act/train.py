@@ -113,6 +113,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+# seconds a SIGTERM inside a batch waits for that batch to end before the run stops mid-batch
+SIGTERM_GRACE_S = 10.0
+
+
 class Interrupted(Exception):
     """A SIGTERM / SIGINT that arrived where Lightning's loops do not turn it into an exit."""
 
@@ -137,15 +141,23 @@ def signals_interrupt(trainer: L.Trainer):
     """SIGTERM and SIGINT raise ``Interrupted`` inside the block (in the main thread, where
     Python lets handlers be set): in set-up, between fit and test, while results are written.
     Inside a stage's loops Lightning's own SIGTERM handler runs first and stops the loop at the
-    next batch (``SIGTERMException``); this one then stands aside."""
+    next batch (``SIGTERMException``); this one then stands aside, unless that batch has not
+    ended ``SIGTERM_GRACE_S`` later or a second SIGTERM comes: then the run stops where it is
+    (a cluster sends SIGKILL after its own grace, leaving no record at all)."""
     stopped = _Stopped()
     if threading.current_thread() is not threading.main_thread():
         yield stopped
         return
+    main = threading.main_thread().ident
+    grace: list[threading.Timer] = []
 
     def handler(signum, frame):
-        if signum == signal.SIGTERM and trainer.received_sigterm:
-            return  # Lightning's handler took it; its loop raises SIGTERMException
+        if signum == signal.SIGTERM and trainer.received_sigterm and not grace:
+            # Lightning's handler took it; its loop raises SIGTERMException at the batch end
+            grace.append(threading.Timer(SIGTERM_GRACE_S, signal.pthread_kill, (main, signal.SIGTERM)))
+            grace[0].daemon = True
+            grace[0].start()
+            return
         stopped.signum = signum
         raise Interrupted(signum)
 
@@ -153,6 +165,8 @@ def signals_interrupt(trainer: L.Trainer):
     try:
         yield stopped
     finally:
+        for timer in grace:
+            timer.cancel()
         for s, h in old.items():
             signal.signal(s, h)
 

@@ -1,4 +1,4 @@
-"""Time to accuracy: training samples and wall seconds until a config reaches 0.5 / 0.9 / 0.99.
+"""Time to accuracy: training samples and wall seconds until a config reaches 0.5 / 0.9 / 0.95 / 0.99.
 
     python scripts/bench_learning.py experiment=rpc_solve [seed=1] [trainer.max_epochs=80] ...
 
@@ -17,7 +17,7 @@ from rds_act.build import build_module, build_trainer
 from rds_act.callbacks import TimeToAccuracy
 from rds_act.errors import ConfigError
 
-THRESHOLDS = (0.5, 0.9, 0.99)
+THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
 
 
 def main() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from rds_act.act import StepStack, first_exit
 from rds_act.models.dyntrm import Unrolled
@@ -126,3 +128,17 @@ def check_adaptive_matches_masked(
     torch.testing.assert_close(pred, unrolled.preds[ref - 1, rows], atol=1e-5, rtol=1e-4)
     return pred, exits, unrolled
 
+
+
+
+class SlowBatch(Callback):
+    """A callback whose training batch ``at`` lasts ``seconds`` (a batch that outlasts a
+    SIGTERM's grace), after writing ``marker`` so a test knows it is inside it."""
+
+    def __init__(self, marker: str, at: int = 1, seconds: float = 600.0):
+        self.marker, self.at, self.seconds = marker, at, seconds
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == self.at:
+            Path(self.marker).write_text("in the batch")
+            time.sleep(self.seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,37 @@ def test_sigterm_leaves_an_interrupted_record_and_a_resumable_checkpoint(tmp_pat
     want = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     for key in ("val/acc", "val/loss", "ood/acc", "ood/avg_exit", "val/avg_exit"):
         assert done[key] == want[key], key
+
+
+def test_a_sigterm_inside_a_batch_that_does_not_end_stops_the_run_after_the_grace(tmp_path):
+    """Lightning honours SIGTERM at the next batch end; a batch that outlasts the grace (10 s)
+    is stopped where it is, with the same record and exit, before a cluster's SIGKILL."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rds_act.train import SIGTERM_GRACE_S
+
+    run_dir, marker = tmp_path / "run", tmp_path / "in_batch"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    args = [*TINY, "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "test=false",
+            "+callbacks.slow._target_=helpers.SlowBatch", f"+callbacks.slow.marker={marker}",
+            f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen([sys.executable, "-m", "rds_act.train", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), proc.stderr.read() if proc.poll() is not None else "never in the batch"
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, proc.stderr.read()[-2000:]
+    took = time.time() - sent
+    assert SIGTERM_GRACE_S - 1 <= took < SIGTERM_GRACE_S + 30, took  # not at once, not at the end
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and "SIGTERM at epoch 0" in record["reason"], record
+    assert "Traceback" not in proc.stderr.read()
 
 
 @pytest.mark.parametrize("signum, code", [
