@@ -1,8 +1,12 @@
-"""scripts/bench_throughput.py: one row per batch size, shares that add up, the best named."""
+"""scripts/bench_throughput.py: one row per batch size, shares that add up, the best named;
+scripts/gpu_check.sh refuses a machine without a GPU before it writes anything."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +28,15 @@ def test_throughput_table_has_a_row_per_batch_size_and_names_the_best(capsys):
     best = re.search(r"best batch size: (\d+) \((\d+) samples/s", out)
     fastest = max(rows, key=lambda r: float(r[1]))
     assert best and best.group(1) == fastest[0] and best.group(2) == f"{float(fastest[1]):.0f}"
+
+
+def test_the_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
+    script = SCRIPT.parent / "gpu_check.sh"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: this python's torch sees no CUDA GPU (CUDA_VISIBLE_DEVICES=); this script needs one"]
+    assert not (tmp_path / "out").exists()
