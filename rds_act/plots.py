@@ -15,7 +15,6 @@ A figure whose data is missing is skipped with a reason, never drawn empty.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-from rds_act.results import Predictions, read_predictions  # noqa: E402
+from rds_act.results import Predictions, read_history, read_predictions  # noqa: E402
 from rds_act.runs import Group  # noqa: E402
 
 MAX_PANELS = 6  # strategies drawn side by side in exit_hist.png
@@ -211,11 +210,7 @@ def lambda_sweep(groups: Sequence[Group], path: Path) -> None:
 def read_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray, str, str] | None:
     """(x, y, x name, y name) from a run's csv/metrics.csv: validation accuracy (or MSE) against
     training samples (against epochs for runs that did not log ``train/samples``)."""
-    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
-    if not files:
-        return None
-    with files[-1].open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_history(run_dir)
     if not rows:
         return None
     y_key = "val/acc" if "val/acc" in rows[0] else "val/mse" if "val/mse" in rows[0] else None
@@ -269,12 +264,8 @@ def _samples_tick(value: float, _pos: int) -> str:
 
 def read_expert_usage(run_dir: Path) -> np.ndarray | None:
     """[steps, experts] share of tokens per expert at the run's last validation, or None."""
-    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
-    if not files:
-        return None
-    with files[-1].open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if any(k.startswith("val_curve/expert_usage") and v
-                                                    for k, v in r.items())]
+    rows = [r for r in read_history(run_dir) or []
+            if any(k.startswith("val_curve/expert_usage") and v for k, v in r.items())]
     if not rows:
         return None
     cells = {}

@@ -1,5 +1,6 @@
 """What a run leaves in its dir, in one place: the metrics.json and predictions.csv schemas,
-their writers and readers, and the headline metrics printed and tabulated.
+their writers and readers, the reader of its logged history (csv/metrics.csv), and the headline
+metrics printed and tabulated.
 
 Every other module (the LightningModule's rows, train/eval, the report and its plots, the tests)
 imports the column list and the readers from here, so the file format is defined once.
@@ -112,6 +113,16 @@ def read_predictions(run_dir: str | os.PathLike, split: str = "test") -> Predict
     if not rows:
         return None
     return {c: np.array([float(r[c] or 0) for r in rows]) for c in STEP_COLUMNS}
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict[str, str]] | None:
+    """The rows of a run's logged history (``csv/metrics.csv``, the newest under ``csv/``): one
+    per logging call, empty strings where a row has no value; None where the run has none."""
+    files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
+    if not files:
+        return None
+    with files[-1].open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

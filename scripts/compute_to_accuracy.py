@@ -11,7 +11,6 @@ step, TRM ``cycles x (n_latent + 1)`` times; each run counts the steps it actual
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from _common import run_main
 
 from rds_act.errors import ConfigError
+from rds_act.results import read_history
 
 CURVE = Path("csv") / "metrics.csv"
 
@@ -44,8 +44,7 @@ def parse(argv: list[str]) -> tuple[list[Path], float, str]:
 
 def first_reach(path: Path, threshold: float, metric: str) -> tuple[float, float] | None:
     """(samples, block applications) at the first validation with ``metric >= threshold``."""
-    with (path / CURVE).open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get(metric)]
+    rows = [r for r in read_history(path) or [] if r.get(metric)]
     if rows and "train/block_applications" not in rows[0]:
         raise ConfigError(f"{path / CURVE} has no train/block_applications column (a run from "
                           "before compute was counted)")
