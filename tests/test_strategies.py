@@ -168,7 +168,7 @@ def test_better_plsd_loss_is_task_loss_at_own_t_star():
     loss, logs = BetterPLSD(halt_weight=0.5).loss(make_stack(LOSSES), {})
     task = (0.2 + 1.0 + 0.1) / 3
     assert logs["task_loss"].item() == pytest.approx(task)
-    assert logs["oracle_step"].item() == pytest.approx((3 + 1 + 4) / 3)
+    assert logs["halt_target_step"].item() == pytest.approx((3 + 1 + 4) / 3)
     assert loss.item() == pytest.approx(task + 0.5 * math.log(2.0), rel=1e-6)
 
 
@@ -183,7 +183,7 @@ def test_tolerance_moves_the_halting_target_to_the_earliest_good_enough_step():
     assert oracle_step(torch.tensor(LOSSES), tolerance=0.25).tolist() == [3, 1, 2]
     assert oracle_step(torch.tensor(LOSSES), tolerance=0.0).tolist() == [3, 1, 4]
     _, logs = PLSD(tolerance=0.25).loss(make_stack(LOSSES), {})
-    assert logs["oracle_step"].item() == pytest.approx((3 + 1 + 2) / 3)
+    assert logs["halt_target_step"].item() == pytest.approx((3 + 1 + 2) / 3)
     with pytest.raises(ConfigError, match="act.tolerance=-1"):
         PLSD(tolerance=-1)
 
@@ -198,7 +198,7 @@ def test_correct_halt_target_is_first_step_from_which_the_answer_stays_right():
     assert first_stable_correct(correct, fallback).tolist() == [2, 7, 1]
     _, logs = PLSD(halt_target="correct").loss(make_stack(LOSSES, correct=correct.tolist()), {})
     # sample 1 is wrong at the last step: taught to think to the end (T = 4)
-    assert logs["oracle_step"].item() == pytest.approx((2 + 4 + 1) / 3)
+    assert logs["halt_target_step"].item() == pytest.approx((2 + 4 + 1) / 3)
     with pytest.raises(ConfigError, match="act.halt_target='nope' is unknown"):
         PLSD(halt_target="nope")
 
@@ -249,9 +249,9 @@ def test_overthink_privileged_penalty_is_zero_up_to_steps_required():
 def test_overthink_penalty_moves_t_star_earlier(mode):
     batch = {"steps_required": torch.tensor([2])}
     stack = make_stack(SLOW)
-    assert Overthink(mode=mode, beta=0.0, warmup=0).oracle(stack, batch).tolist() == [4]
+    assert Overthink(mode=mode, beta=0.0, warmup=0).halt_step(stack, batch).tolist() == [4]
     # privileged: curve (2, .5, .55, .6); step_cost: (2.1, .7, .75, .8) -> t* = 2 in both
-    assert Overthink(mode=mode, beta=0.1, warmup=0).oracle(stack, batch).tolist() == [2]
+    assert Overthink(mode=mode, beta=0.1, warmup=0).halt_step(stack, batch).tolist() == [2]
 
 
 def test_overthink_ramp():
@@ -262,19 +262,19 @@ def test_overthink_ramp():
     assert strategy.ramp() == 1.0
     assert Overthink(warmup=0).ramp() == 1.0
     strategy.set_epoch(0)
-    assert Overthink(warmup=4, beta=0.1).oracle(make_stack(SLOW), {}).tolist() == [4]  # w = 0
+    assert Overthink(warmup=4, beta=0.1).halt_step(make_stack(SLOW), {}).tolist() == [4]  # w = 0
 
 
 def test_overthink_start_holds_the_cost_off():
     strategy = Overthink(warmup=4, start=10, beta=0.1)
     strategy.set_epoch(9)
     assert strategy.ramp() == 0.0
-    assert strategy.oracle(make_stack(SLOW), {}).tolist() == [4]  # as if beta were 0
+    assert strategy.halt_step(make_stack(SLOW), {}).tolist() == [4]  # as if beta were 0
     strategy.set_epoch(12)
     assert strategy.ramp() == 0.5
     strategy.set_epoch(14)
     assert strategy.ramp() == 1.0
-    assert strategy.oracle(make_stack(SLOW), {}).tolist() == [2]
+    assert strategy.halt_step(make_stack(SLOW), {}).tolist() == [2]
     sudden = Overthink(warmup=0, start=3)
     sudden.set_epoch(2)
     assert sudden.ramp() == 0.0

@@ -13,8 +13,9 @@ MODES = ("step_cost", "privileged")
 
 
 class Overthink(BetterPLSD):
-    """Better-PLSD whose oracle step is shifted earlier by a late-exit cost, weight
-    ``w = clip((epoch - start) / warmup, 0, 1)`` (``warmup=0``: w = 1 from epoch ``start`` on).
+    """Better-PLSD whose halting target (``halt_step``) is shifted earlier by a late-exit cost,
+    weight ``w = clip((epoch - start) / warmup, 0, 1)`` (``warmup=0``: w = 1 from epoch ``start``
+    on).
 
     ``start`` holds the cost off for the first epochs: under a hop curriculum, a step cost from
     the start trains each new hop's answer at the early steps where it cannot be ready yet, and
@@ -70,14 +71,14 @@ class Overthink(BetterPLSD):
                               "has none; use act.mode=step_cost")
         return (t - required.to(device=t.device, dtype=t.dtype)[None]).clamp_min(0.0)
 
-    def oracle(self, stack: StepStack, batch: dict[str, Tensor]) -> Tensor:
+    def halt_step(self, stack: StepStack, batch: dict[str, Tensor]) -> Tensor:
         device = stack.losses.device
         cost = self.beta * self.ramp() * self.step_penalty(stack.steps, batch, device)
         return self.target_step(stack, stack.losses.detach().float() + cost)
 
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         loss, logs = super().loss(stack, batch)
-        t_star = self.oracle(stack, batch)
+        t_star = self.halt_step(stack, batch)
         t = step_index(stack.steps, t_star.device)[:, None]
         late = ((t >= t_star[None]) & (t < stack.steps)).float()
         keep_going = 1.0 - torch.sigmoid(stack.unrolled.halt_logits[..., 0].float())

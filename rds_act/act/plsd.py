@@ -46,7 +46,7 @@ class PLSD(ACTStrategy):
 
     not_per_step = "its halting target 1[t >= t*] needs t* = argmin over every step's loss"
 
-    def oracle(self, stack: StepStack, batch: dict[str, Tensor]) -> Tensor:
+    def halt_step(self, stack: StepStack, batch: dict[str, Tensor]) -> Tensor:
         """The step the halt head is taught to stop at (overridable, e.g. with a step cost)."""
         return self.target_step(stack, stack.losses)
 
@@ -67,7 +67,7 @@ class PLSD(ACTStrategy):
         return stack.losses.mean()
 
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        t_star = self.oracle(stack, batch)
+        t_star = self.halt_step(stack, batch)
         target = step_targets(t_star, stack.steps)
         logits = stack.unrolled.halt_logits[..., 0]
         halt_loss = F.binary_cross_entropy_with_logits(logits, target)
@@ -75,7 +75,7 @@ class PLSD(ACTStrategy):
         with torch.no_grad():
             halt_acc = ((logits > 0).float() == target).float().mean()
         logs = {"task_loss": task.detach(), "halt_loss": halt_loss.detach(),
-                "halt_acc": halt_acc, "oracle_step": t_star.float().mean()}
+                "halt_acc": halt_acc, "halt_target_step": t_star.float().mean()}
         return task + self.halt_weight * halt_loss, logs
 
     def halt(self, step: StepOut, t: int, carry: Any = None) -> tuple[Tensor, Any]:
