@@ -3,7 +3,7 @@
 - ``pareto.png``: what accuracy does each strategy buy per average step spent?
 - ``exit_hist.png``: does the exit step follow the number of steps a sample really needs?
 - ``complexity_vs_oracle.png``: does the oracle step t* track the task's true step count?
-- ``lambda_sweep.png``: how do accuracy and compute move with the halting threshold λ?
+- ``threshold_sweep.png``: how do accuracy and compute move with a swept halting threshold?
 - ``learning_curve.png``: how fast does each run learn (validation accuracy vs training samples)?
 - ``expert_usage.png``: which experts of the library does each recursive step use (model=dyntrm_moe)?
 
@@ -31,6 +31,9 @@ from rds_act.runs import Group  # noqa: E402
 MAX_PANELS = 6  # strategies drawn side by side in exit_hist.png
 MAX_POINTS = 3000  # per strategy in the scatter, so the figure stays readable
 SWEEP_SUFFIXES = ("threshold", "margin")
+# what each swept threshold measures (an exit rule's own unit for eval.threshold)
+THRESHOLD_UNITS = {"act.threshold": "halting probability", "act.margin": "Q-halt logit margin",
+                   "eval.threshold": "the exit rule's own unit"}
 
 
 class SkipPlot(Exception):
@@ -175,7 +178,7 @@ def _as_float(value: str) -> float | None:
         return None
 
 
-def lambda_sweep(groups: Sequence[Group], path: Path) -> None:
+def threshold_sweep(groups: Sequence[Group], path: Path) -> None:
     """Test accuracy and average exit step against a swept ``*.threshold`` / ``*.margin`` override."""
     keys = [k for k in _varying(groups) if k.rsplit(".", 1)[-1] in SWEEP_SUFFIXES
             and len({_as_float(g.key[k]) for g in groups} - {None}) > 1]
@@ -197,9 +200,9 @@ def lambda_sweep(groups: Sequence[Group], path: Path) -> None:
                 err = [e or 0.0 for _, e in stats]
                 ax.errorbar(xs, [m for m, _ in stats], yerr=err, fmt="-o", capsize=3,
                             label=f"{label} ({key})" if len(keys) > 1 else label)
-    ax_acc.set(xlabel="λ (" + ", ".join(keys) + ")", ylabel="test accuracy", title="Accuracy vs λ")
-    ax_exit.set(xlabel="λ (" + ", ".join(keys) + ")", ylabel="test average exit step",
-                title="Compute vs λ")
+    xlabel = ", ".join(f"{k} ({THRESHOLD_UNITS.get(k, 'threshold')})" for k in keys)
+    ax_acc.set(xlabel=xlabel, ylabel="test accuracy", title="Accuracy vs threshold")
+    ax_exit.set(xlabel=xlabel, ylabel="test average exit step", title="Compute vs threshold")
     for ax in (ax_acc, ax_exit):
         ax.legend(fontsize=8)
     fig.suptitle("Halting threshold sweep (mean over seeds, bars = std)")
@@ -303,7 +306,7 @@ def write_plots(groups: Sequence[Group], out_dir: Path) -> tuple[dict[str, Path]
         "pareto.png": lambda p: pareto(groups, p),
         "exit_hist.png": lambda p: exit_hist(groups, preds, p),
         "complexity_vs_oracle.png": lambda p: complexity_vs_oracle(groups, preds, p),
-        "lambda_sweep.png": lambda p: lambda_sweep(groups, p),
+        "threshold_sweep.png": lambda p: threshold_sweep(groups, p),
         "learning_curve.png": lambda p: learning_curve(groups, p),
         "expert_usage.png": lambda p: expert_usage(groups, p),
     }

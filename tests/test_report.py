@@ -130,7 +130,7 @@ def test_runs_that_did_not_complete_are_listed_apart(sweep: Path, tmp_path: Path
 def test_every_png_is_written(sweep: Path, tmp_path: Path) -> None:
     result = write_report([sweep], tmp_path / "out")
     assert list(result["skipped"]) == ["expert_usage.png"]  # no run has an expert library
-    for name in ("pareto.png", "exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png",
+    for name in ("pareto.png", "exit_hist.png", "complexity_vs_oracle.png", "threshold_sweep.png",
                  "learning_curve.png"):
         data = (tmp_path / "out" / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
@@ -141,7 +141,7 @@ def test_missing_predictions_skip_histograms(tmp_path: Path) -> None:
         make_run(tmp_path / "runs" / str(seed), ["act=plsd", f"seed={seed}"], metrics(0.5, 4.0),
                  predictions=False)
     result = write_report([tmp_path / "runs"], tmp_path / "out")
-    assert set(result["skipped"]) == {"exit_hist.png", "complexity_vs_oracle.png", "lambda_sweep.png",
+    assert set(result["skipped"]) == {"exit_hist.png", "complexity_vs_oracle.png", "threshold_sweep.png",
                                       "learning_curve.png", "expert_usage.png"}
     assert "val/acc" in result["skipped"]["learning_curve.png"]
     assert (tmp_path / "out" / "pareto.png").read_bytes().startswith(PNG_MAGIC)
