@@ -188,6 +188,21 @@ def test_tolerance_moves_the_halting_target_to_the_earliest_good_enough_step():
         PLSD(tolerance=-1)
 
 
+def test_loss_right_never_targets_a_wrong_step_within_the_tolerance():
+    """The halting collapse of parity seed 2: a two-class loss near 0.69 nats puts a step that is
+    barely wrong within 0.1 of a later step that is barely right, and `loss` teaches it to stop
+    there. `loss_right` keeps the tolerance among steps as right as the best one."""
+    losses = [[0.70, 0.30, 0.72], [0.62, 0.29, 0.71], [0.61, 0.28, 0.70]]  # [T=3][B=3]
+    correct = [[False, True, False], [True, True, False], [True, True, False]]
+    stack = make_stack(losses, correct=correct)
+    _, plain = PLSD(tolerance=0.1, halt_target="loss").loss(stack, {})
+    _, right = PLSD(tolerance=0.1, halt_target="loss_right").loss(stack, {})
+    # sample 0 is wrong at step 1 (0.70) and right from step 2: loss says 1, loss_right 2;
+    # sample 1 is right throughout and sample 2 wrong throughout: the tolerance alone decides
+    assert plain["halt_target_step"].item() == pytest.approx((1 + 1 + 1) / 3)
+    assert right["halt_target_step"].item() == pytest.approx((2 + 1 + 1) / 3)
+
+
 def test_correct_halt_target_is_first_step_from_which_the_answer_stays_right():
     correct = torch.tensor([[False, True, True],
                             [True, False, True],

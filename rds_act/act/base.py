@@ -30,16 +30,22 @@ class StepStack:
         return self.losses.shape[0]
 
 
-def oracle_step(losses: Tensor, tolerance: float = 0.0) -> Tensor:
+def oracle_step(losses: Tensor, tolerance: float = 0.0, correct: Tensor | None = None) -> Tensor:
     """1-based ``t* = argmin_t loss_t`` per sample; ties go to the earliest step.
 
     With ``tolerance`` ε > 0: the earliest step whose loss is within ε of the minimum, so that a
-    step which only sharpens an answer that is already right does not count as progress.
+    step which only sharpens an answer that is already right does not count as progress. With
+    ``correct`` [T, B] as well, only steps as right as the minimum's count: near the decision
+    boundary (a two-class loss of ~0.69 nats) ε spans a wrong answer and a right one, and
+    without it a sample wrong at step 1 but right later is taught to stop at step 1.
     """
     losses = losses.detach()
     if tolerance <= 0:
         return losses.argmin(0) + 1
     close = losses <= losses.min(0).values + tolerance
+    if correct is not None:
+        best = correct.gather(0, losses.argmin(0)[None])  # [1, B]: is the best step right?
+        close &= correct == best
     return close.float().argmax(0) + 1  # argmax returns the first maximal entry
 
 

@@ -25,12 +25,14 @@ class PLSD(ACTStrategy):
     Halts when sigmoid(halt logit) > ``threshold`` (0.5 for plain PLSD). Deep supervision keeps
     sharpening answers that are already right, so a plain argmin of the loss teaches late exits;
     two remedies move the halting target earlier:
-    ``tolerance`` ε: the earliest step within ε of the best loss; ``halt_target='correct'``: the
-    earliest step from which the prediction stays right (samples wrong at the last step: T).
+    ``tolerance`` ε: the earliest step within ε of the best loss (``halt_target='loss_right'``:
+    of those, only steps as right as the best one, so a wrong step near the decision boundary is
+    never the target); ``halt_target='correct'``: the earliest step from which the prediction
+    stays right (samples wrong at the last step: T).
     """
 
     name = "plsd"
-    HALT_TARGETS = ("loss", "correct")
+    HALT_TARGETS = ("loss", "loss_right", "correct")
 
     def __init__(
         self, halt_weight: float = 1.0, threshold: float = 0.5, tolerance: float = 0.0,
@@ -59,7 +61,8 @@ class PLSD(ACTStrategy):
         """
         if self.halt_target == "correct":
             return first_stable_correct(stack.correct, torch.full_like(costs[0], stack.steps).long())
-        return oracle_step(costs, self.tolerance)
+        right = stack.correct if self.halt_target == "loss_right" else None
+        return oracle_step(costs, self.tolerance, right)
 
     def answer_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
         """The readout's share of the loss (deep supervision: the mean over steps); the task's
