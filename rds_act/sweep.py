@@ -56,14 +56,15 @@ def sweep_jobs(argv: list[str]) -> list[list[str]] | None:
     return [list(job) for job in itertools.product(*choices)]
 
 
-def check_sweep_jobs(argv: list[str], config_name: str, validate: Callable[[DictConfig], None]) -> None:
+def check_sweep_jobs(argv: list[str], config_name: str,
+                     validate: Callable[[DictConfig], None]) -> list[list[str]] | None:
     """Compose and validate every job of a basic sweep; the first bad one is one line naming
-    the job, and nothing runs."""
+    the job, and nothing runs. Returns the jobs (``sweep_jobs``)."""
     from rds_act.cli import check_composes, search_path_override
 
     jobs = sweep_jobs(argv)
     if not jobs or len(jobs) > MAX_CHECKED_JOBS:
-        return
+        return jobs
     extra = search_path_override(argv)
     for num, job in enumerate(jobs):
         try:
@@ -72,6 +73,7 @@ def check_sweep_jobs(argv: list[str], config_name: str, validate: Callable[[Dict
             swept = [o for o in job if o in _swept_values(argv)]
             raise ConfigError(f"sweep job {num} of {len(jobs)} ({' '.join(swept) or ' '.join(job)}): "
                               f"{exc}; no job was run") from None
+    return jobs
 
 
 def _swept_values(argv: list[str]) -> set[str]:

@@ -33,7 +33,7 @@ from rds_act.errors import ConfigError, disk_full, disk_full_line
 from rds_act.memory import check_memory
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import RESUME_FROM, check_resume, keep_earlier_attempt, resolve_last
-from rds_act.sweep import check_sweep_jobs, run_job, run_sweep, sweep_jobs
+from rds_act.sweep import check_sweep_jobs, run_job, run_sweep
 from rds_act.validate import validate_config
 
 
@@ -214,8 +214,7 @@ def main() -> None:
     if not is_multirun(sys.argv[1:]):
         hydra_boundary(_hydra_main)
         return
-    one_line_errors(check_sweep_jobs)(sys.argv[1:], "train", validate_config)
-    jobs = sweep_jobs(sys.argv[1:])
+    jobs = one_line_errors(check_sweep_jobs)(sys.argv[1:], "train", validate_config)
     run_sweep(_hydra_main, expected=len(jobs) if jobs is not None else None)
 
 
