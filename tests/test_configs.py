@@ -122,7 +122,7 @@ def test_unknown_group_option_names_value_and_choices():
         ("task.ood_T_max=3", r"task.ood_T_max=3 is below model.T_max=4 .*raise task.ood_T_max"),
         ("act.threshold=1.5", r"act.threshold=1.5 is not allowed; allowed: a number in \[0, 1\]"),
         ("act.tolerance=-0.5", r"act.tolerance=-0.5 is not allowed; allowed: a number >= 0"),
-        ("act.halt_target=soon", r"act.halt_target='soon' is unknown; allowed: loss, correct"),
+        ("act.halt_target=soon", r"act.halt_target='soon' is unknown; allowed: loss, loss_right, correct"),
         ("model.halt_grad=2", r"model.halt_grad=2 is not allowed; allowed: a number in \[0, 1\]"),
         ("model.halt_hidden=-1", r"model.halt_hidden=-1 must be >= 0"),
         ("model.block_layers=0", r"model.block_layers=0 .*allowed: an integer >= 1"),

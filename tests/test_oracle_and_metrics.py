@@ -33,7 +33,7 @@ def test_plsd_loss_value():
     task = torch.tensor(LOSSES).mean()
     expected = task + 0.5 * math.log(2.0)  # BCE of logit 0 is log 2 for any target
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
-    assert logs["oracle_step"].item() == pytest.approx(8 / 3)
+    assert logs["halt_target_step"].item() == pytest.approx(8 / 3)
 
 
 def test_first_exit_uses_first_halting_step_and_forces_last():
