@@ -115,13 +115,19 @@ def read_predictions(run_dir: str | os.PathLike, split: str = "test") -> Predict
     return {c: np.array([float(r[c] or 0) for r in rows]) for c in STEP_COLUMNS}
 
 
-def read_history(run_dir: str | os.PathLike) -> list[dict[str, str]] | None:
-    """The rows of a run's logged history (``csv/metrics.csv``, the newest under ``csv/``): one
-    per logging call, empty strings where a row has no value; None where the run has none."""
+def history_file(run_dir: str | os.PathLike) -> Path | None:
+    """Where a run's logged history is: ``csv/metrics.csv`` (the newest under ``csv/``), or None."""
     files = sorted(Path(run_dir).glob("csv/**/metrics.csv"))
-    if not files:
+    return files[-1] if files else None
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict[str, str]] | None:
+    """The rows of a run's logged history (``history_file``): one per logging call, empty
+    strings where a row has no value; None where the run has none."""
+    path = history_file(run_dir)
+    if path is None:
         return None
-    with files[-1].open(newline="") as f:
+    with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
 

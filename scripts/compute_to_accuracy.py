@@ -18,9 +18,7 @@ from pathlib import Path
 from _common import run_main
 
 from rds_act.errors import ConfigError
-from rds_act.results import read_history
-
-CURVE = Path("csv") / "metrics.csv"
+from rds_act.results import history_file, read_history
 
 
 def parse(argv: list[str]) -> tuple[list[Path], float, str]:
@@ -37,8 +35,9 @@ def parse(argv: list[str]) -> tuple[list[Path], float, str]:
     if not paths:
         raise ConfigError("give at least one run dir; usage: compute_to_accuracy.py <run dir>...")
     for p in paths:
-        if not (p / CURVE).is_file():
-            raise ConfigError(f"{p / CURVE} does not exist; allowed: run dirs written by rds-act-train")
+        if history_file(p) is None:
+            raise ConfigError(f"{p / 'csv' / 'metrics.csv'} does not exist; allowed: run dirs "
+                              "written by rds-act-train")
     return paths, threshold, opts.get("metric", "val/acc")
 
 
@@ -46,7 +45,7 @@ def first_reach(path: Path, threshold: float, metric: str) -> tuple[float, float
     """(samples, block applications) at the first validation with ``metric >= threshold``."""
     rows = [r for r in read_history(path) or [] if r.get(metric)]
     if rows and "train/block_applications" not in rows[0]:
-        raise ConfigError(f"{path / CURVE} has no train/block_applications column (a run from "
+        raise ConfigError(f"{history_file(path)} has no train/block_applications column (a run from "
                           "before compute was counted)")
     for r in rows:
         if float(r[metric]) >= threshold:
