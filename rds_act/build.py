@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def build_module(
     cfg: DictConfig, choices: dict[str, str | None] | None = None,
-    searchpath: list[str] | None = None,
+    searchpath: list[str] | None = None, validated: bool = False,
 ) -> tuple[ACTLitModule, LightningDataModule]:
     """The datamodule and the LightningModule (backbone + strategy + task loss).
 
@@ -37,7 +37,8 @@ def build_module(
     ``cfg.eval.exit_rule`` / ``cfg.eval.threshold`` (eval config only) pick the exit rule used when
     evaluating; without them the strategy's own halting rule decides.
     """
-    validate_config(cfg)  # every typed value, before anything is built
+    if not validated:  # the entry points validate once, before the seed is used
+        validate_config(cfg)  # every typed value, before anything is built
     datamodule = instantiate(cfg, "task.datamodule")
     model = instantiate(cfg, "model")
     act = instantiate(cfg, "act")

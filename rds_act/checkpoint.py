@@ -97,7 +97,7 @@ def load_module(
     cfg = merge_run_config(cfg, ckpt["rds_act_config"], overrides)
     validate_config(cfg)  # before the seed is used
     L.seed_everything(cfg.seed, workers=True)
-    module, datamodule = build_module(cfg)
+    module, datamodule = build_module(cfg, validated=True)
     check_fits(module, cfg.ckpt_path)
     module.load_state_dict(ckpt["state_dict"])
     check_evaluates(module, datamodule, cfg.ckpt_path, ckpt["rds_act_config"])

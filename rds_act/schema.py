@@ -11,6 +11,7 @@ callbacks and loggers, and a user's own classes alike; ranges and cross-field ru
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -59,8 +60,9 @@ def schema_of(target: Callable) -> Schema:
     return Schema(params, True)
 
 
-def _is_num(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+def is_number(v: object, finite: bool = False) -> bool:
+    """An int or float, not a bool (YAML's true is an int to Python); ``finite``: not nan/inf."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and (not finite or math.isfinite(v))
 
 
 def conforms(value: object, hint: object) -> bool:
@@ -80,7 +82,7 @@ def conforms(value: object, hint: object) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return _is_num(value)
+        return is_number(value)
     if hint is str:
         return isinstance(value, str)
     base = origin or hint

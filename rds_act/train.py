@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import signal
+import os
 import sys
-import threading
-from contextlib import contextmanager
 
 import hydra
 import lightning as L
@@ -30,6 +28,7 @@ from rds_act.cli import (
     user_search_path,
 )
 from rds_act.errors import ConfigError, disk_full, disk_full_line
+from rds_act.interrupt import Interrupted, deferred_signals, signals_interrupt
 from rds_act.memory import check_memory
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import RESUME_FROM, check_resume, keep_earlier_attempt, resolve_last
@@ -48,32 +47,41 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_config(cfg)  # before anything reads a value (the seed first)
     L.seed_everything(cfg.seed, workers=True)
     choices = HydraConfig.get().runtime.choices
-    module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS},
-                                      searchpath=user_search_path())
-    init_samples = None
-    if cfg.get("ckpt_path"):
-        check_fits(module, cfg.ckpt_path)  # one line for a missing, corrupt or foreign file
-    elif cfg.get("init_from"):  # a resume restores its own weights, warm-started or not
-        init_samples = init_weights(module, str(cfg.init_from))
-    trainer = build_trainer(cfg)
     out_dir = HydraConfig.get().runtime.output_dir
+    built: dict = {}  # module, datamodule, trainer once they exist
+    init_samples = None
+    phase = ["while setting up"]
 
     def record(status: str, reason: str) -> None:
+        trainer, module = built.get("trainer"), built.get("module")
+        if trainer is None:  # stopped before the trainer existed: rank 0 (DDP) writes
+            if os.environ.get("LOCAL_RANK", "0") == "0":
+                write_metrics({}, out_dir, status=status, reason=reason)
+            return
         if not trainer.is_global_zero:
             return
         partial = collect_metrics(trainer, ("val", "ood", "curriculum"))
         write_metrics({**partial, "train/samples": float(module.samples_seen)}, out_dir,
                       status=status, reason=reason)
 
-    phase = ["fit"]
-
     def where() -> str:
         if phase[0] == "fit":
-            return f"at epoch {trainer.current_epoch}"
+            return f"at epoch {built['trainer'].current_epoch}"
+        if phase[0] == "while setting up":
+            return f"{phase[0]} (nothing trained yet: run the command again)"
         return f"{phase[0]} (resume with its last.ckpt to test again)"
 
     try:  # the whole run, set-up and results included, leaves a record when it is stopped
-        with signals_interrupt(trainer) as stopped:
+        with signals_interrupt() as stopped:
+            module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS},
+                                              searchpath=user_search_path(), validated=True)
+            built.update(module=module, datamodule=datamodule)
+            if cfg.get("ckpt_path"):
+                check_fits(module, cfg.ckpt_path)  # one line for a missing, corrupt or foreign file
+            elif cfg.get("init_from"):  # a resume restores its own weights, warm-started or not
+                init_samples = init_weights(module, str(cfg.init_from))
+            stopped.trainer = trainer = built["trainer"] = build_trainer(cfg)
+            phase[0] = "fit"
             check_memory(module, datamodule, cfg)  # sets the data up: a signal there is recorded
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             stopped.check()
@@ -95,7 +103,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except Interrupted as signal_:  # a signal where Lightning's loops do not run
         record("interrupted", f"{signal_.name} {where()}")
         raise SystemExit(signal_.exit_code) from None
-    except SystemExit:  # Lightning turns a Ctrl-C it catches into sys.exit(1)
+    except SystemExit as exit_:  # Lightning turns a Ctrl-C it catches into sys.exit(1)
+        if exit_.code in (0, None, 2):  # a success, or bad input already reported in one line
+            raise
         record("interrupted", f"SIGINT {where()}")
         raise SystemExit(130) from None
     except FloatingPointError as exc:
@@ -111,64 +121,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             pass  # then no record at all: never the earlier attempt's (moved aside at resume)
         raise
     return metrics
-
-
-# seconds a SIGTERM inside a batch waits for that batch to end before the run stops mid-batch
-SIGTERM_GRACE_S = 10.0
-
-
-class Interrupted(Exception):
-    """A SIGTERM / SIGINT that arrived where Lightning's loops do not turn it into an exit."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.name, self.exit_code = signal.Signals(signum).name, 128 + signum
-
-
-class _Stopped:
-    """The signal ``signals_interrupt`` received, for ``check`` after a phase: a handler's
-    exception can be swallowed where it lands (inside ``logging``, say), the record must not be."""
-
-    signum: int | None = None
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise Interrupted(self.signum)
-
-
-@contextmanager
-def signals_interrupt(trainer: L.Trainer):
-    """SIGTERM and SIGINT raise ``Interrupted`` inside the block (in the main thread, where
-    Python lets handlers be set): in set-up, between fit and test, while results are written.
-    Inside a stage's loops Lightning's own SIGTERM handler runs first and stops the loop at the
-    next batch (``SIGTERMException``); this one then stands aside, unless that batch has not
-    ended ``SIGTERM_GRACE_S`` later or a second SIGTERM comes: then the run stops where it is
-    (a cluster sends SIGKILL after its own grace, leaving no record at all)."""
-    stopped = _Stopped()
-    if threading.current_thread() is not threading.main_thread():
-        yield stopped
-        return
-    main = threading.main_thread().ident
-    grace: list[threading.Timer] = []
-
-    def handler(signum, frame):
-        if signum == signal.SIGTERM and trainer.received_sigterm and not grace:
-            # Lightning's handler took it; its loop raises SIGTERMException at the batch end
-            grace.append(threading.Timer(SIGTERM_GRACE_S, signal.pthread_kill, (main, signal.SIGTERM)))
-            grace[0].daemon = True
-            grace[0].start()
-            return
-        stopped.signum = signum
-        raise Interrupted(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stopped
-    finally:
-        for timer in grace:
-            timer.cancel()
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def objective(metrics: dict[str, float], cfg: DictConfig) -> float | None:
@@ -212,7 +164,8 @@ def main() -> None:
     one_line_errors(check_init_from)(sys.argv[1:])
     keep_earlier_attempt(sys.argv[1:])
     if not is_multirun(sys.argv[1:]):
-        hydra_boundary(_hydra_main)
+        with deferred_signals():  # Hydra makes the run dir next: a signal there is recorded in it
+            hydra_boundary(_hydra_main)
         return
     jobs = one_line_errors(check_sweep_jobs)(sys.argv[1:], "train", validate_config)
     run_sweep(_hydra_main, expected=len(jobs) if jobs is not None else None)

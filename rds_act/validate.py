@@ -11,7 +11,6 @@ that need the objects themselves (a strategy's own ranges, a task's own counts) 
 from __future__ import annotations
 
 import importlib.util
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rds_act.cli import check_task_variant
 from rds_act.errors import ConfigError
-from rds_act.schema import check_schema
+from rds_act.schema import check_schema, is_number
 
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
               "64", "32", "16", "bf16", 64, 32, 16)
@@ -31,7 +30,7 @@ def _is_int(v: object) -> bool:
 
 
 def _is_num(v: object) -> bool:
-    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
+    return is_number(v, finite=True)
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,7 @@ def test_a_sigterm_inside_a_batch_that_does_not_end_stops_the_run_after_the_grac
     import sys
     import time
 
-    from rds_act.train import SIGTERM_GRACE_S
+    from rds_act.interrupt import SIGTERM_GRACE_S
 
     run_dir, marker = tmp_path / "run", tmp_path / "in_batch"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
@@ -291,6 +291,38 @@ def test_a_signal_in_the_test_pass_leaves_an_interrupted_record(tmp_path, signum
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     done = json.loads((run_dir / "metrics.json").read_text())
     assert done["status"] == "completed" and "test/acc" in done
+
+
+def test_a_sigterm_during_rds_act_eval_leaves_an_interrupted_record(tmp_path):
+    """rds-act-eval stopped in its test pass: exit 143 and metrics.json interrupted, naming the
+    phase (it once died by the signal's default action, and a later stop left "completed")."""
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    trained = run_cli("rds_act.train", [*TINY, "callbacks=default", "trainer.enable_progress_bar=false",
+                                        "trainer.max_epochs=1", f"hydra.run.dir={run}"], tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    out = tmp_path / "eval"
+    proc = subprocess.Popen(  # one sample a batch: a test pass of seconds, long enough to land in
+        [sys.executable, "-m", "rds_act.eval", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+         "task.datamodule.n_test=4000", "task.datamodule.eval_batch_size=1", f"hydra.run.dir={out}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen, deadline = b"", time.time() + 300
+    while b"testing " not in seen and proc.poll() is None and time.time() < deadline:
+        if select.select([proc.stdout], [], [], 0.1)[0]:
+            seen += os.read(proc.stdout.fileno(), 1 << 16)
+    assert b"testing " in seen, seen[-2000:]
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    seen += proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, seen[-2000:]
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["reason"] == "SIGTERM in the test pass", record
+    assert b"Traceback" not in seen
 
 
 def test_an_error_chain_that_loops_back_ends_the_search():
