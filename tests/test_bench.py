@@ -1,4 +1,5 @@
 """scripts/bench_throughput.py: one row per batch size, shares that add up, the best named;
+scripts/probe_inputs.py counts the cases it runs;
 scripts/gpu_check.sh refuses a machine without a GPU before it writes anything."""
 
 from __future__ import annotations
@@ -40,3 +41,14 @@ def test_the_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
     assert proc.stderr.splitlines() == [
         "error: this python's torch sees no CUDA GPU (CUDA_VISIBLE_DEVICES=); this script needs one"]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_case_recount_runs_a_case_and_counts_it():
+    """scripts/probe_inputs.py: the named case through the entry point, judged and counted (its
+    finished run trained first); a case that does not hold makes the script exit 1."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "probe_inputs.py"
+    proc = subprocess.run([sys.executable, str(script), "only=seed=abc"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(r"^held .*seed=abc \| exit 2 .*error: seed='abc'", proc.stdout, re.M), proc.stdout
+    assert "1 cases: 1 held, 0 failed, 0 not run" in proc.stdout
