@@ -66,9 +66,14 @@ def signal_when(entry: str, args: list[str], cwd: Path, signum: int, ready: Call
     """Start the entry point, send ``signum`` once ``ready(output so far)`` holds."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", f"rds_act.{entry}", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(proc.stdout), daemon=True)
+
+    def read() -> None:  # in chunks: a progress bar's \r-lines end in no newline
+        while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+            seen.append(chunk.decode(errors="replace"))
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     deadline, hit = time.time() + timeout, False
     while not hit and proc.poll() is None and time.time() < deadline:
@@ -121,6 +126,20 @@ def sig_fit(signum: int):
             problems.append("no last.ckpt to resume from")
         return code, out, problems
     return run
+
+
+def sig_validation(case: Case, work: Path, base: Path) -> tuple[int, str, list[str]]:
+    """rds-act-train stopped in epoch 0's validation pass (a large val split, its bar watched)."""
+    out_dir = work / "run"
+    args = [*TINY, "task.datamodule.n_val=100000", "task.datamodule.eval_batch_size=8",
+            "trainer.enable_progress_bar=true", f"hydra.run.dir={out_dir}"]
+    code, out = signal_when("train", args, work, signal.SIGTERM, lambda s: "Validation DataLoader 0:" in s)
+    rec, problems = record(out_dir), []
+    if rec.get("status") != "interrupted" or "at epoch 0" not in rec.get("reason", ""):
+        problems.append(f"metrics.json: {rec.get('status')!r} {rec.get('reason', '')!r}")
+    if not (out_dir / "checkpoints" / "last.ckpt").exists():
+        problems.append("no last.ckpt to resume from")
+    return code, out, problems
 
 
 def sig_start(case: Case, work: Path, base: Path) -> tuple[int, str, list[str]]:
@@ -186,6 +205,7 @@ def cases() -> list[Case]:
         Case("signal", "SIGINT in the test pass", [], rc=130, run=sig_test_pass(signal.SIGINT)),
         Case("signal", "SIGTERM in epoch 0", [], rc=143, run=sig_fit(signal.SIGTERM)),
         Case("signal", "SIGINT in epoch 0", [], rc=130, run=sig_fit(signal.SIGINT)),
+        Case("signal", "SIGTERM in epoch 0's validation", [], rc=143, run=sig_validation),
         Case("signal", "SIGTERM as rds-act-train starts", [], rc=143, run=sig_start),
         Case("signal", "SIGTERM in rds-act-eval's test pass", [], entry="eval", rc=143,
              run=sig_eval(signal.SIGTERM, early=False)),
