@@ -9,7 +9,7 @@ subprocess in its own working dir, and is held when it ends the way the project 
 - a full disk (a real tmpfs of 1 MiB or 400 KiB; needs root, otherwise that case is reported as
   not run): exit 2, one line, ``metrics.json`` never ``completed``.
 
-    python scripts/probe_inputs.py [only=<substring>] [keep=true]
+    python scripts/probe_inputs.py [only=<part of a case's name>] [keep=true]
 
 Prints one row per case (held or FAILED, its exit code, its error line) and the count; exits 1 if
 any case failed. About 15 minutes on 2 cores (each case starts an interpreter with torch).
@@ -31,7 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _common import run_main
+
+from rds_act.errors import ConfigError
+
 TINY = ["task.datamodule.n_train=64", "task.datamodule.n_val=32", "task.datamodule.n_test=32",
         "task.datamodule.n_ood=32", "task.datamodule.batch_size=16", "task.datamodule.eval_batch_size=32",
         "model.d_model=32", "logger=none", "trainer.enable_progress_bar=false", "trainer.max_epochs=1"]
@@ -289,53 +292,70 @@ def judge(case: Case, code: int, out: str, problems: list[str], before: dict, af
     return not problems, line, problems
 
 
-def main(argv: list[str]) -> int:
-    opts = dict(a.split("=", 1) for a in argv if "=" in a)
-    only, keep = opts.get("only", ""), opts.get("keep", "false") == "true"
+def parse(argv: list[str]) -> tuple[str, bool]:
+    opts = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv)
+    unknown = sorted(set(opts) - {"only", "keep"})
+    if unknown:
+        raise ConfigError(f"{unknown[0]}={opts[unknown[0]]!r}: unknown option; allowed: "
+                          "only=<part of a case's name>, keep=true|false")
+    keep = opts.get("keep", "false")
+    if keep not in ("true", "false"):
+        raise ConfigError(f"keep={keep!r} is not allowed; allowed: true or false")
+    only = opts.get("only", "")
+    if not any(only in c.name for c in cases()):
+        raise ConfigError(f"only={only!r} names no case; allowed: part of a case's name, e.g. 'seed'")
+    return only, keep == "true"
+
+
+def main() -> None:
+    only, keep = parse(sys.argv[1:])
     top = Path(tempfile.mkdtemp(prefix="rds-probe-"))
-    base = top / "finished"
-    code, out = call("train", [*TINY, f"hydra.run.dir={base}"], top)
-    if code != 0:
-        print(f"error: the finished run every case compares with did not train (exit {code}):\n{out[-2000:]}")
-        return 2
-    corrupt = top / "corrupt.ckpt"
-    corrupt.write_bytes(b"not a checkpoint" * 64)
-    held = failed = notrun = 0
-    for i, case in enumerate(c for c in cases() if only in c.name):
-        work = top / f"case{i:02d}"
-        work.mkdir()
-        args = [a.replace("{run}", str(base)).replace("{corrupt}", str(corrupt)) for a in case.args]
-        before = tree_hash(base)
-        start = time.time()
-        if case.run:
-            code, out, problems = case.run(case, work, base)
+    try:
+        base = top / "finished"
+        code, out = call("train", [*TINY, f"hydra.run.dir={base}"], top)
+        if code != 0:
+            raise ConfigError(f"the finished run every case compares with did not train (exit {code}): "
+                              f"{out.strip().splitlines()[-1] if out.strip() else 'no output'}")
+        corrupt = top / "corrupt.ckpt"
+        corrupt.write_bytes(b"not a checkpoint" * 64)
+        held = failed = notrun = 0
+        for i, case in enumerate(c for c in cases() if only in c.name):
+            work = top / f"case{i:02d}"
+            work.mkdir()
+            args = [a.replace("{run}", str(base)).replace("{corrupt}", str(corrupt)) for a in case.args]
+            before = tree_hash(base)
+            start = time.time()
+            if case.run:
+                code, out, problems = case.run(case, work, base)
+            else:
+                code, out = call(case.entry, args, work)
+                problems = []
+            left = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
+            ok, line, problems = judge(case, code, out, problems, before, tree_hash(base), left)
+            if problems and problems[0].startswith("not run"):
+                notrun += 1
+                verdict = "not run"
+            else:
+                held, failed = held + ok, failed + (not ok)
+                verdict = "held" if ok else "FAILED"
+            shown = line or (problems[0] if problems else "")
+            print(f"{verdict:7s} | {case.kind:12s} | rds-act-{case.entry} {case.name} | exit {code} | "
+                  f"{time.time() - start:5.1f} s | {shown[:160]}", flush=True)
+            for p in problems[1 if not line else 0:]:
+                print(f"{'':7s}   - {p}", flush=True)
+            if not ok and os.environ.get("PROBE_SHOW"):
+                print(out[-3000:])
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+        print(f"\n{held + failed + notrun} cases: {held} held, {failed} failed, {notrun} not run")
+    finally:
+        if keep:
+            print(f"kept: {top}")
         else:
-            code, out = call(case.entry, args, work)
-            problems = []
-        left = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
-        ok, line, problems = judge(case, code, out, problems, before, tree_hash(base), left)
-        if problems and problems[0].startswith("not run"):
-            notrun += 1
-            verdict = "not run"
-        else:
-            held, failed = held + ok, failed + (not ok)
-            verdict = "held" if ok else "FAILED"
-        shown = line or (problems[0] if problems else "")
-        print(f"{verdict:7s} | {case.kind:12s} | rds-act-{case.entry} {case.name} | exit {code} | "
-              f"{time.time() - start:5.1f} s | {shown[:160]}", flush=True)
-        for p in problems[1 if not line else 0:]:
-            print(f"{'':7s}   - {p}", flush=True)
-        if not ok and os.environ.get("PROBE_SHOW"):
-            print(out[-3000:])
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{held + failed + notrun} cases: {held} held, {failed} failed, {notrun} not run")
-    if not keep:
-        shutil.rmtree(top, ignore_errors=True)
-    else:
-        print(f"kept: {top}")
-    return 1 if failed else 0
+            shutil.rmtree(top, ignore_errors=True)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_main(main)
