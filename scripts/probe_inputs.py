@@ -244,6 +244,7 @@ def cases() -> list[Case]:
         ("traceback", ["seed=abc"]), ("traceback", ["seed=-1"]),
         ("traceback", ["scheduler=warmup_stable_decay", "scheduler.decay_frac=abc"]),
         ("traceback", ["trainer.check_val_every_n_epoch=0"]), ("traceback", ["task.T_max=100000"]),
+        ("traceback", ["task.T_max=100000", "task.ood_T_max=100000"]),
         ("traceback", ["callbacks.progress_bar.refresh_rate=abc"]),
         ("traceback", ["+trainer.max_steps=abc"]), ("traceback", ["init_from=/nonexistent.ckpt"]),
         ("multi-line", ["task.T_max=four"]), ("multi-line", ["+model.foo=1"]),
