@@ -12,7 +12,6 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning import LightningDataModule
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from rds_act.act.calibrate import calibrate, check_calibratable, rule_at
@@ -30,7 +29,7 @@ from rds_act.cli import (
     one_line_errors,
 )
 from rds_act.data.base import EVAL_SPLITS
-from rds_act.interrupt import Interrupted, deferred_signals, signals_interrupt
+from rds_act.interrupt import deferred_signals, signals_interrupt
 from rds_act.module import ACTLitModule
 from rds_act.results import collect_metrics, save_results, write_metrics
 
@@ -47,37 +46,27 @@ def run_eval(cfg: DictConfig) -> dict[str, float]:
     out_dir = HydraConfig.get().runtime.output_dir
     phase = ["while loading the checkpoint"]
 
-    def stop(name: str, code: int) -> SystemExit:
+    def on_stop(name: str) -> None:
         write_metrics({}, out_dir, status="interrupted", reason=f"{name} {phase[0]}")
-        return SystemExit(code)
 
-    try:
-        with signals_interrupt() as stopped:
-            module, datamodule, cfg = load_module(cfg, list(HydraConfig.get().overrides.task))
-            adaptive = bool(OmegaConf.select(cfg, "eval.adaptive", default=False))
-            if adaptive:
-                check_adaptive(module, cfg.eval.exit_rule)
-            phase[0] = "while calibrating the exit"
-            calibrated = calibrate_exit(module, datamodule, cfg)
-            stopped.trainer = trainer = build_trainer(cfg, with_callbacks=False)
-            phase[0] = "in the test pass"
-            print(f"testing {cfg.ckpt_path} on the test and ood splits", flush=True)
-            trainer.test(module, datamodule=datamodule, verbose=False)
-            stopped.check()
-            metrics = {**collect_metrics(trainer, ("test", "ood")), **calibrated}
-            if adaptive:
-                phase[0] = "in the adaptive pass"
-                metrics.update(adaptive_eval(module, datamodule, module.predictions))
-            phase[0] = "while writing results"
-            save_results(metrics, module.predictions, out_dir)
-    except SIGTERMException:  # inside Lightning's test loop
-        raise stop("SIGTERM", 143) from None
-    except Interrupted as signal_:  # anywhere else
-        raise stop(signal_.name, signal_.exit_code) from None
-    except SystemExit as exit_:  # Lightning turns a Ctrl-C it catches into sys.exit(1)
-        if exit_.code in (0, None, 2):
-            raise
-        raise stop("SIGINT", 130) from None
+    with signals_interrupt(on_stop) as stopped:
+        module, datamodule, cfg = load_module(cfg, list(HydraConfig.get().overrides.task))
+        adaptive = bool(OmegaConf.select(cfg, "eval.adaptive", default=False))
+        if adaptive:
+            check_adaptive(module, cfg.eval.exit_rule)
+        phase[0] = "while calibrating the exit"
+        calibrated = calibrate_exit(module, datamodule, cfg)
+        stopped.trainer = trainer = build_trainer(cfg, with_callbacks=False)
+        phase[0] = "in the test pass"
+        print(f"testing {cfg.ckpt_path} on the test and ood splits", flush=True)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        stopped.check()
+        metrics = {**collect_metrics(trainer, ("test", "ood")), **calibrated}
+        if adaptive:
+            phase[0] = "in the adaptive pass"
+            metrics.update(adaptive_eval(module, datamodule, module.predictions))
+        phase[0] = "while writing results"
+        save_results(metrics, module.predictions, out_dir)
     return metrics
 
 

@@ -1,15 +1,17 @@
 """SIGTERM / SIGINT turned into a recorded stop in every phase of a run: Lightning raises
 ``SIGTERMException`` inside its loops only; outside them (set-up, between stages, while results
-are written) these handlers raise ``Interrupted``, so the entry points can write
-``status: interrupted`` and exit 143 / 130 instead of dying without a record."""
+are written) these handlers raise ``Interrupted``; either way the entry point writes
+``status: interrupted`` and exits 143 / 130 instead of dying without a record."""
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 # signals noted by ``deferred_signals`` before ``signals_interrupt`` took over
 _pending: list[int] = []
@@ -62,19 +64,37 @@ class _Stopped:
 
 
 @contextmanager
-def signals_interrupt(trainer: L.Trainer | None = None):
-    """SIGTERM and SIGINT raise ``Interrupted`` inside the block (in the main thread, where
-    Python lets handlers be set): in set-up, between fit and test, while results are written.
-    Inside a stage's loops Lightning's own SIGTERM handler runs first and stops the loop at the
-    next batch (``SIGTERMException``); this one then stands aside, unless that batch has not
-    ended ``SIGTERM_GRACE_S`` later or a second SIGTERM comes: then the run stops where it is
-    (a cluster sends SIGKILL after its own grace, leaving no record at all). Without a trainer
-    yet (rds-act-eval builds it from the checkpoint inside the block), ``stopped.trainer`` is
-    set once there is one."""
+def _recorded(on_stop: Callable[[str], None]) -> Iterator[None]:
+    """A stop by signal, however it surfaces, becomes ``on_stop(signal name)`` and exit 128 + n."""
+    try:
+        yield
+    except SIGTERMException:  # Lightning's loops raise it at a batch end after a SIGTERM
+        on_stop("SIGTERM")
+        raise SystemExit(143) from None
+    except Interrupted as signal_:  # a signal where Lightning's loops do not run
+        on_stop(signal_.name)
+        raise SystemExit(signal_.exit_code) from None
+    except SystemExit as exit_:  # Lightning turns a Ctrl-C it catches into sys.exit(1)
+        if exit_.code in (0, None, 2):  # a success, or bad input already reported in one line
+            raise
+        on_stop("SIGINT")
+        raise SystemExit(130) from None
+
+
+@contextmanager
+def signals_interrupt(on_stop: Callable[[str], None]) -> Iterator[_Stopped]:
+    """SIGTERM and SIGINT stop the block wherever it is — set-up, between fit and test, while
+    results are written — calling ``on_stop(signal name)`` (the caller writes its record) and
+    exiting 143 / 130. Inside a stage's loops Lightning's own SIGTERM handler runs first and stops
+    the loop at the next batch (``SIGTERMException``); this one then stands aside, unless that
+    batch has not ended ``SIGTERM_GRACE_S`` later or a second SIGTERM comes: then the run stops
+    where it is (a cluster sends SIGKILL after its own grace, leaving no record at all). Set
+    ``stopped.trainer`` once the trainer exists, so that its handler is known to have run.
+    Handlers can only be set in the main thread; elsewhere only Lightning's stops are recorded."""
     stopped = _Stopped()
-    stopped.trainer = trainer
     if threading.current_thread() is not threading.main_thread():
-        yield stopped
+        with _recorded(on_stop):
+            yield stopped
         return
     main = threading.main_thread().ident
     grace: list[threading.Timer] = []
@@ -92,10 +112,11 @@ def signals_interrupt(trainer: L.Trainer | None = None):
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if _pending:  # one came before this block: stop now, inside it, so it is recorded
-            stopped.signum = _pending.pop(0)
-            raise Interrupted(stopped.signum)
-        yield stopped
+        with _recorded(on_stop):
+            if _pending:  # one came before this block: stop now, inside it, so it is recorded
+                stopped.signum = _pending.pop(0)
+                raise Interrupted(stopped.signum)
+            yield stopped
     finally:
         for timer in grace:
             timer.cancel()

@@ -8,7 +8,6 @@ import sys
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from rds_act.build import build_module, build_trainer
@@ -28,7 +27,7 @@ from rds_act.cli import (
     user_search_path,
 )
 from rds_act.errors import ConfigError, disk_full, disk_full_line
-from rds_act.interrupt import Interrupted, deferred_signals, signals_interrupt
+from rds_act.interrupt import deferred_signals, signals_interrupt
 from rds_act.memory import check_memory
 from rds_act.results import collect_metrics, save_results, write_metrics
 from rds_act.resume import RESUME_FROM, check_resume, keep_earlier_attempt, resolve_last
@@ -48,12 +47,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     choices = HydraConfig.get().runtime.choices
     out_dir = HydraConfig.get().runtime.output_dir
-    built: dict = {}  # module, datamodule, trainer once they exist
-    init_samples = None
+    module = trainer = init_samples = None
     phase = ["while setting up"]
 
     def record(status: str, reason: str) -> None:
-        trainer, module = built.get("trainer"), built.get("module")
         if trainer is None:  # stopped before the trainer existed: rank 0 (DDP) writes
             if os.environ.get("LOCAL_RANK", "0") == "0":
                 write_metrics({}, out_dir, status=status, reason=reason)
@@ -66,21 +63,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     def where() -> str:
         if phase[0] == "fit":
-            return f"at epoch {built['trainer'].current_epoch}"
+            return f"at epoch {trainer.current_epoch}"
         if phase[0] == "while setting up":
             return f"{phase[0]} (nothing trained yet: run the command again)"
         return f"{phase[0]} (resume with its last.ckpt to test again)"
 
     try:  # the whole run, set-up and results included, leaves a record when it is stopped
-        with signals_interrupt() as stopped:
+        with signals_interrupt(lambda name: record("interrupted", f"{name} {where()}")) as stopped:
             module, datamodule = build_module(cfg, choices={g: choices.get(g) for g in TRAINED_GROUPS},
                                               searchpath=user_search_path(), validated=True)
-            built.update(module=module, datamodule=datamodule)
             if cfg.get("ckpt_path"):
                 check_fits(module, cfg.ckpt_path)  # one line for a missing, corrupt or foreign file
             elif cfg.get("init_from"):  # a resume restores its own weights, warm-started or not
                 init_samples = init_weights(module, str(cfg.init_from))
-            stopped.trainer = trainer = built["trainer"] = build_trainer(cfg)
+            stopped.trainer = trainer = build_trainer(cfg)
             phase[0] = "fit"
             check_memory(module, datamodule, cfg)  # sets the data up: a signal there is recorded
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -97,17 +93,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             stopped.check()
             phase[0] = "while writing results"
             save_results(metrics, module.predictions, out_dir)
-    except SIGTERMException:  # pre-emption (SLURM sends SIGTERM): Lightning's loops raise it
-        record("interrupted", f"SIGTERM {where()}")
-        raise SystemExit(143) from None
-    except Interrupted as signal_:  # a signal where Lightning's loops do not run
-        record("interrupted", f"{signal_.name} {where()}")
-        raise SystemExit(signal_.exit_code) from None
-    except SystemExit as exit_:  # Lightning turns a Ctrl-C it catches into sys.exit(1)
-        if exit_.code in (0, None, 2):  # a success, or bad input already reported in one line
-            raise
-        record("interrupted", f"SIGINT {where()}")
-        raise SystemExit(130) from None
     except FloatingPointError as exc:
         record("failed", str(exc))
         raise
