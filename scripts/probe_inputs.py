@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from _common import run_main
@@ -49,7 +49,6 @@ class Case:
     rc: int = 2
     leaves_nothing: bool = True          # a refused input writes nothing
     run: Callable[[Case, Path, Path], tuple[int, str, list[str]]] | None = None  # custom driver
-    notes: list[str] = field(default_factory=list)
 
 
 def tree_hash(path: Path) -> dict[str, str]:
@@ -100,6 +99,17 @@ def record(run_dir: Path) -> dict:
         return {}
 
 
+def interrupted(run_dir: Path, phase: str = "", resumable: bool = False) -> list[str]:
+    """What is wrong with a stopped run's record: not ``interrupted``, not naming ``phase``, or
+    (``resumable``) no last.ckpt."""
+    rec, problems = record(run_dir), []
+    if rec.get("status") != "interrupted" or phase not in rec.get("reason", ""):
+        problems.append(f"metrics.json: {rec.get('status')!r} {rec.get('reason', '')!r}")
+    if resumable and not (run_dir / "checkpoints" / "last.ckpt").exists():
+        problems.append("no last.ckpt to resume from")
+    return problems
+
+
 # --- the signal and full-disk drivers: (exit code, output, problems) ---------------------------
 
 def sig_test_pass(signum: int):
@@ -108,10 +118,7 @@ def sig_test_pass(signum: int):
         args = [*TINY, "task.datamodule.n_test=20000", f"hydra.run.dir={out_dir}"]
         code, out = signal_when("train", args, work, signum,
                                 lambda s: "Restoring states from the checkpoint" in s)
-        rec, problems = record(out_dir), []
-        if rec.get("status") != "interrupted" or "test pass" not in rec.get("reason", ""):
-            problems.append(f"metrics.json: {rec.get('status')!r} {rec.get('reason', '')!r}")
-        return code, out, problems
+        return code, out, interrupted(out_dir, "test pass")
     return run
 
 
@@ -122,12 +129,7 @@ def sig_fit(signum: int):
                 f"hydra.run.dir={out_dir}"]
         last = out_dir / "checkpoints" / "last.ckpt"
         code, out = signal_when("train", args, work, signum, lambda s: last.exists())
-        rec, problems = record(out_dir), []
-        if rec.get("status") != "interrupted" or "at epoch 0" not in rec.get("reason", ""):
-            problems.append(f"metrics.json: {rec.get('status')!r} {rec.get('reason', '')!r}")
-        if not last.exists():
-            problems.append("no last.ckpt to resume from")
-        return code, out, problems
+        return code, out, interrupted(out_dir, "at epoch 0", resumable=True)
     return run
 
 
@@ -137,12 +139,7 @@ def sig_validation(case: Case, work: Path, base: Path) -> tuple[int, str, list[s
     args = [*TINY, "task.datamodule.n_val=100000", "task.datamodule.eval_batch_size=8",
             "trainer.enable_progress_bar=true", f"hydra.run.dir={out_dir}"]
     code, out = signal_when("train", args, work, signal.SIGTERM, lambda s: "Validation DataLoader 0:" in s)
-    rec, problems = record(out_dir), []
-    if rec.get("status") != "interrupted" or "at epoch 0" not in rec.get("reason", ""):
-        problems.append(f"metrics.json: {rec.get('status')!r} {rec.get('reason', '')!r}")
-    if not (out_dir / "checkpoints" / "last.ckpt").exists():
-        problems.append("no last.ckpt to resume from")
-    return code, out, problems
+    return code, out, interrupted(out_dir, "at epoch 0", resumable=True)
 
 
 def sig_start(case: Case, work: Path, base: Path) -> tuple[int, str, list[str]]:
@@ -150,9 +147,7 @@ def sig_start(case: Case, work: Path, base: Path) -> tuple[int, str, list[str]]:
     out_dir = work / "run"
     code, out = signal_when("train", [*TINY, f"hydra.run.dir={out_dir}"], work, signal.SIGTERM,
                             lambda s: (out_dir / ".hydra").is_dir())
-    rec = record(out_dir)
-    bad = rec.get("status") != "interrupted"
-    return code, out, [f"metrics.json: {rec.get('status')!r} {rec.get('reason', '')!r}"] if bad else []
+    return code, out, interrupted(out_dir)
 
 
 def sig_eval(signum: int, early: bool):
@@ -163,10 +158,7 @@ def sig_eval(signum: int, early: bool):
                 "task.datamodule.eval_batch_size=1", f"hydra.run.dir={out_dir}"]
         ready = (lambda s: (out_dir / ".hydra").is_dir()) if early else (lambda s: "testing " in s)
         code, out = signal_when("eval", args, work, signum, ready)
-        rec, problems = record(out_dir), []
-        if rec.get("status") != "interrupted" or (not early and "test pass" not in rec.get("reason", "")):
-            problems.append(f"metrics.json: {rec.get('status')!r} {rec.get('reason', '')!r}")
-        return code, out, problems
+        return code, out, interrupted(out_dir, "" if early else "test pass")
     return run
 
 
