@@ -27,6 +27,36 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), SPLITS[split], int(index)])
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection of uint64 whose output bits all depend on every input bit."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def sample_uniforms(seed: int, split: str, index: np.ndarray, n: int) -> np.ndarray:
+    """``[len(index), n]`` uniforms in [0, 1) for the batched generators, draw j of sample i a
+    pure function of (seed, split, i, j): counter-based (a hash of the key), so a sample does not
+    depend on which batch, shard or prefetch makes it, and a whole split is a few array ops
+    instead of one Python generator per sample."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.uint64(int(seed) % 2**64) + _GOLDEN)
+        key = _mix(key ^ (np.uint64(SPLITS[split] + 1) * _GOLDEN))
+        per_sample = _mix(key ^ np.asarray(index, dtype=np.uint64))
+        draws = (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN)[None, :]
+        bits = _mix(_mix(per_sample[:, None] + draws))
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def uniform_ints(u: np.ndarray, lo: np.ndarray | int, hi: np.ndarray | int) -> np.ndarray:
+    """Integers uniform over the inclusive ``lo .. hi`` (per row) from uniforms ``u``."""
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    return lo + np.minimum((u * (hi - lo + 1)).astype(np.int64), hi - lo)
+
+
 def first_rows(loader: Iterable, n: int = 2) -> dict | None:
     """The first ``n`` samples of a loader's first batch, for a probe through the model; None
     when it yields no dict batches (a datamodule of a user's own: its own pass will tell)."""
@@ -120,7 +150,9 @@ class Prefetch:
 
 
 class TaskDataModule(LightningDataModule):
-    """Base datamodule: subclasses implement ``make_sample(rng, split) -> dict`` of numpy arrays.
+    """Base datamodule: subclasses implement ``make_sample(rng, split) -> dict`` of numpy arrays,
+    and may add ``make_batch(index, split)``, the whole split at once from ``sample_uniforms``
+    (used when ``batched``; a different stream of the same distribution).
 
     Every batch carries ``index`` and ``steps_required``. Validation serves [val, ood] and test
     serves [test, ood]. With ``fresh_train`` each epoch trains on new samples (indices
@@ -148,8 +180,15 @@ class TaskDataModule(LightningDataModule):
         fresh_train: bool = True,
         curriculum: dict | None = None,
         prefetch: bool = False,
+        batched: bool = False,
     ):
         super().__init__()
+        if batched and type(self).make_batch is TaskDataModule.make_batch:
+            raise ConfigError(
+                f"task.datamodule.batched={batched!r}: {type(self).__name__} generates one sample "
+                "at a time; allowed: false"
+            )
+        self.batched = bool(batched)
         sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_ood": n_ood,
                  "batch_size": batch_size, "eval_batch_size": eval_batch_size}
         for key, value in sizes.items():
@@ -213,9 +252,26 @@ class TaskDataModule(LightningDataModule):
     def make_sample(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def make_batch(self, index: np.ndarray, split: str) -> dict[str, np.ndarray]:
+        """Samples ``index`` of ``split`` at once (arrays with a leading batch axis)."""
+        raise NotImplementedError
+
+    def draw_difficulties(self, u: np.ndarray, split: str) -> np.ndarray:
+        """``draw_difficulty`` for a batch: one difficulty per uniform in ``u``."""
+        lo, hi = self.difficulty_range(split)
+        if split == "train" and self.curriculum is not None:
+            self.curriculum.clamp(lo, hi)
+            hi = self.curriculum.level
+        return uniform_ints(u, lo, hi)
+
     def make_split(self, split: str, n: int | None = None, start: int = 0) -> dict[str, Tensor]:
         """Samples ``start .. start+n-1`` of ``split`` (deterministic in seed, split and index)."""
         n = self.sizes[split] if n is None else n
+        if self.batched:
+            made = self.make_batch(np.arange(start, start + n), split)
+            out = {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in made.items()}
+            out["index"] = torch.arange(start, start + n)
+            return out
         index = range(start, start + n)
         rows = [self.make_sample(sample_rng(self.seed, split, i), split) for i in index]
         out = {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in rows[0]}

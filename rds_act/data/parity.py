@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rds_act.data.base import TaskDataModule
+from rds_act.data.base import TaskDataModule, sample_uniforms
 from rds_act.errors import ConfigError, check_choice
 
 
@@ -50,6 +50,17 @@ def make_parity_sample(rng: np.random.Generator, dim: int, nonzero: int) -> dict
     }
 
 
+def make_parity_batch(u: np.ndarray, nonzero: np.ndarray, dim: int) -> dict[str, np.ndarray]:
+    """``make_parity_sample`` for a batch: from uniforms ``u`` ``[B, 2 * dim]`` (the positions'
+    order, then their signs) and each row's count of non-zero entries."""
+    rank = np.argsort(np.argsort(u[:, :dim], axis=1), axis=1)  # a random order of the positions
+    where = rank < nonzero[:, None]
+    plus = u[:, dim:] < 0.5
+    values = np.where(where, 1 + plus, 0).astype(np.int64)
+    return {"x": values, "y": ((where & plus).sum(1) % 2).astype(np.int64),
+            "difficulty": nonzero.astype(np.int64), "steps_required": np.zeros(len(u), np.int64)}
+
+
 class ParityDataModule(TaskDataModule):
     """Train/val/test on ``min_nonzero .. max_nonzero`` non-zero entries of ``dim``; ood on
     ``ood_min_nonzero .. ood_max_nonzero``.
@@ -70,6 +81,9 @@ class ParityDataModule(TaskDataModule):
     The ood range starts either above the training range (extrapolation) or where it starts
     (the training distribution, as in graves); one that starts inside it would mix seen and
     unseen counts, and is refused.
+
+    ``batched`` (default) makes a split in one vectorised pass; false one sample at a time (the
+    stream of the figures measured before batching).
     """
 
     name = "parity"
@@ -77,9 +91,9 @@ class ParityDataModule(TaskDataModule):
     def __init__(
         self, variant: str = "pondernet", dim: int | None = None, min_nonzero: int | None = None,
         max_nonzero: int | None = None, ood_min_nonzero: int | None = None,
-        ood_max_nonzero: int | None = None, **kwargs,
+        ood_max_nonzero: int | None = None, batched: bool = True, **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(batched=batched, **kwargs)
         check_choice("task.datamodule.variant", variant, VARIANTS)
         protocol = VARIANTS[variant]
         dim = protocol.dim if dim is None else dim
@@ -112,3 +126,7 @@ class ParityDataModule(TaskDataModule):
 
     def make_sample(self, rng: np.random.Generator, split: str) -> dict[str, np.ndarray]:
         return make_parity_sample(rng, self.dim, self.draw_difficulty(rng, split))
+
+    def make_batch(self, index: np.ndarray, split: str) -> dict[str, np.ndarray]:
+        u = sample_uniforms(self.seed, split, index, 1 + 2 * self.dim)
+        return make_parity_batch(u[:, 1:], self.draw_difficulties(u[:, 0], split), self.dim)
