@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import TINY, run_cli
 
 from rds_act.data import ParityDataModule, RPCDataModule, SparseTransformDataModule
 from rds_act.errors import ConfigError
@@ -20,9 +21,9 @@ def follow_chain(x: torch.Tensor) -> tuple[int, int]:
     return pointer, hops
 
 
-@pytest.fixture(scope="module")
-def rpc():
-    dm = RPCDataModule(n_train=300, n_val=50, n_test=50, n_ood=300, seed=3)
+@pytest.fixture(scope="module", params=[True, False], ids=["batched", "per_sample"])
+def rpc(request):
+    dm = RPCDataModule(n_train=300, n_val=50, n_test=50, n_ood=300, seed=3, batched=request.param)
     dm.setup()
     return dm
 
@@ -64,6 +65,59 @@ def test_generators_are_deterministic_per_index():
     s1 = SparseTransformDataModule(seed=1, variant="seed").make_split("val", 30)
     s2 = SparseTransformDataModule(seed=1, variant="seed").make_split("val", 30)
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: RPCDataModule(n_slots=8, vocab=32, max_hops=4, ood_max_hops=5, **kw),
+    lambda **kw: ParityDataModule(**kw),
+], ids=["rpc", "parity"])
+def test_batched_samples_do_not_depend_on_the_batch_that_makes_them(make):
+    """Counter-based draws: sample i is the same made alone, inside a longer split, or as the
+    slice a DDP shard or a prefetch asks for; another seed or split gives other samples."""
+    dm = make(seed=5)
+    whole = dm.make_split("train", 80)
+    part = dm.make_split("train", 10, start=30)
+    assert torch.equal(part["index"], torch.arange(30, 40))
+    assert all(torch.equal(part[k], whole[k][30:40]) for k in whole)
+    assert not torch.equal(make(seed=6).make_split("train", 80)["x"], whole["x"])
+    assert not torch.equal(dm.make_split("val", 80)["x"], whole["x"])
+
+
+def test_batched_rpc_draws_the_per_sample_distribution():
+    """The batched stream is another draw of the same distribution: chain lengths uniform,
+    and the number of chains per memory (the cut points' law) as the per-sample generator's."""
+    def stats(batched: bool) -> tuple[np.ndarray, float]:
+        data = RPCDataModule(seed=0, batched=batched).make_split("ood", 4000)
+        chains = []
+        for x in data["x"]:
+            keys = set(x[:-1, 0].tolist())
+            chains.append(sum(v not in keys for v in x[:-1, 1].tolist()))
+        return np.bincount(data["steps_required"].numpy(), minlength=13) / 4000, np.mean(chains)
+    (hops, chains), (hops_ref, chains_ref) = stats(True), stats(False)
+    assert np.abs(hops[1:] - 1 / 12).max() < 0.02 and hops[0] == 0
+    assert abs(chains - chains_ref) < 0.08, (chains, chains_ref)
+
+
+def test_batched_parity_places_its_entries_uniformly():
+    data = ParityDataModule(seed=0).make_split("train", 4000)
+    x = data["x"].numpy()
+    assert ((x > 0).sum(1) == data["difficulty"].numpy()).all()
+    assert ((x == 2).sum(1) % 2 == data["y"].numpy()).all()
+    per_position = (x > 0).mean(0)  # every position as likely to be non-zero
+    assert per_position.max() - per_position.min() < 0.06
+    assert abs((x == 2).sum() / (x > 0).sum() - 0.5) < 0.01
+    counts = np.bincount(data["difficulty"].numpy(), minlength=49)[1:] / 4000
+    assert np.abs(counts - 1 / 48).max() < 0.01
+
+
+def test_batched_on_a_task_without_a_batched_generator_is_one_error_line(tmp_path):
+    proc = run_cli("rds_act.train", ["task=sparse_transform", "+task.datamodule.batched=true",
+                                     *TINY, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")] == [
+        "error: task.datamodule.batched=True: SparseTransformDataModule generates one sample at "
+        "a time; allowed: false"]
+    assert "Traceback" not in proc.stdout + proc.stderr and not (tmp_path / "run").exists()
 
 
 def test_sparse_transform_target_is_rule_applied_count_times():
