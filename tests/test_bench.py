@@ -1,4 +1,5 @@
 """scripts/bench_throughput.py: one row per batch size, shares that add up, the best named;
+scripts/bench_datagen.py times both generators of a split;
 scripts/probe_inputs.py counts the cases it runs;
 scripts/gpu_check.sh refuses a machine without a GPU before it writes anything."""
 
@@ -29,6 +30,17 @@ def test_throughput_table_has_a_row_per_batch_size_and_names_the_best(capsys):
     best = re.search(r"best batch size: (\d+) \((\d+) samples/s", out)
     fastest = max(rows, key=lambda r: float(r[1]))
     assert best and best.group(1) == fastest[0] and best.group(2) == f"{float(fastest[1]):.0f}"
+
+
+def test_datagen_bench_times_both_generators_and_their_ratio(capsys):
+    script = SCRIPT.parent / "bench_datagen.py"
+    code, out, err = run_script(script, ["task=parity", "n=64", "repeats=1"], capsys)
+    assert code == 0, err[-2000:]
+    assert out.startswith("parity: 64 training samples, best of 1"), out
+    slow = float(re.search(r"batched=false\): ([\d.]+) s", out).group(1))
+    fast, ratio = map(float, re.search(r"batched=true\): +([\d.]+) s +\(([\d.]+)x", out).groups())
+    assert slow > 0 and fast > 0
+    assert ratio == pytest.approx(slow / fast, rel=0.2, abs=0.2)  # the printed times are rounded
 
 
 def test_the_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):

@@ -95,6 +95,7 @@ def test_batched_rpc_draws_the_per_sample_distribution():
         return np.bincount(data["steps_required"].numpy(), minlength=13) / 4000, np.mean(chains)
     (hops, chains), (hops_ref, chains_ref) = stats(True), stats(False)
     assert np.abs(hops[1:] - 1 / 12).max() < 0.02 and hops[0] == 0
+    assert np.abs(hops - hops_ref).max() < 0.03
     assert abs(chains - chains_ref) < 0.08, (chains, chains_ref)
 
 

@@ -63,7 +63,8 @@ SCRIPTS_WITH_CONFIG = sorted(p.name for p in SCRIPTS.glob("*.py")
 BAD_SCRIPT_INPUT = [
     *[(s, "ckpt_path=/no/such.ckpt", "/no/such.ckpt") for s in SCRIPTS_WITH_CONFIG],
     ("probe_halting.py", "act=nope", "nope"), ("probe_halting.py", "model.nope=3", "model.nope"),
-    ("bench_throughput.py", "batch_sizes=64,x", "batch_sizes='64,x'")]
+    ("bench_throughput.py", "batch_sizes=64,x", "batch_sizes='64,x'"),
+    ("bench_datagen.py", "n=0", "n='0'"), ("bench_datagen.py", "task=sudoku", "task=sudoku")]
 
 
 def assert_one_error_line(code: int, out: str, err: str, named: str) -> None:
