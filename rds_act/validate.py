@@ -73,6 +73,7 @@ RULES: dict[str, Rule] = {
     "act.margin": Rule(_is_num, "a number"),
     "scheduler.warmup_frac": UNIT,
     "scheduler.decay_frac": UNIT,
+    "scheduler.hold_frac": UNIT,
     "scheduler.min_lr_ratio": UNIT,
     "trainer.precision": Rule(lambda v: v in PRECISIONS, ", ".join(map(str, PRECISIONS[:6]))),
     "trainer.gradient_clip_val": Rule(lambda v: v is None or (_is_num(v) and v > 0), "a number > 0 or null"),

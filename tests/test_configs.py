@@ -198,6 +198,20 @@ def test_warmup_cosine_schedule_shape():
     assert [g["lr"] for g in two.param_groups] == pytest.approx([0.002, 0.0001], rel=0.01)  # each its own
 
 
+def test_warmup_cosine_holds_the_peak_for_hold_frac_then_decays_over_the_rest():
+    from rds_act.optim import warmup_cosine
+
+    lrs, opt = lr_trace(warmup_cosine, warmup_frac=0.1, hold_frac=0.3, min_lr_ratio=0.0)
+    assert all(lr == pytest.approx(1.0) for lr in lrs[10:40])  # warm-up 10 steps, then 30 held
+    assert lrs[40] == pytest.approx(1.0) and lrs[41] < 1.0  # the cosine starts after the hold
+    assert lrs[70] == pytest.approx(0.5, abs=0.01)  # its midpoint: half of the 60 steps left
+    assert all(a > b for a, b in zip(lrs[40:-1], lrs[41:], strict=True)) and lrs[-1] < 0.01
+    no_hold, _ = lr_trace(warmup_cosine, warmup_frac=0.1, min_lr_ratio=0.0)
+    assert no_hold[40] < 0.9  # without it the same step is well into the decay
+    with pytest.raises(ConfigError, match="scheduler.warmup_frac=0.5 \\+ scheduler.hold_frac=0.5"):
+        warmup_cosine(opt, total_steps=10, warmup_frac=0.5, hold_frac=0.5)
+
+
 def test_warmup_stable_decay_holds_the_rate_then_anneals():
     from rds_act.optim import warmup_stable_decay
 
@@ -267,6 +281,8 @@ def test_typed_values_are_validated_before_anything_is_built(compose_cfg, overri
     ("seed=abc", "seed='abc' is not allowed; allowed: an integer >= 0"),
     ("model.step_signal=maybe", "model.step_signal='maybe' is not allowed; allowed: true or false"),
     ("scheduler=warmup_cosine scheduler.warmup_frac=2", "scheduler.warmup_frac=2 is not allowed"),
+    ("scheduler=warmup_cosine scheduler.hold_frac=-1",
+     r"scheduler.hold_frac=-1 is not allowed; allowed: a number in \[0, 1\]"),
     ("+model.foo=1", "model.foo is not a setting of rds_act.models.dyntrm.DynTRM; allowed: .*step_signal"),
     # Lightning's own keys, typed by its own signatures (they used to run, or end in a traceback)
     ("trainer.deterministic=maybe", "trainer.deterministic='maybe' is not allowed; allowed: true or "

@@ -18,20 +18,31 @@ from rds_act.errors import ConfigError, check_range
 
 def warmup_cosine(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float = 0.05,
-    min_lr_ratio: float = 0.1,
+    min_lr_ratio: float = 0.1, hold_frac: float = 0.0,
 ) -> LRScheduler:
-    """Linear warm-up over ``warmup_frac`` of the optimizer steps, then cosine decay to
-    ``min_lr_ratio`` x each group's own base rate at the last step (stepped every batch). A factor
-    per step, not a floor in absolute units: optimizers with two rates (muon) keep their ratio."""
+    """Linear warm-up over ``warmup_frac`` of the optimizer steps, the peak rate held for a further
+    ``hold_frac``, then cosine decay to ``min_lr_ratio`` x each group's own base rate at the last
+    step (stepped every batch). A factor per step, not a floor in absolute units: optimizers with
+    two rates (muon) keep their ratio. The hold lets a run that needs many samples at the peak
+    rate before it leaves a plateau (9x9 Sudoku) decay in the same run instead of a second one."""
     check_range("scheduler.warmup_frac", warmup_frac, 0.0, 1.0)
+    check_range("scheduler.hold_frac", hold_frac, 0.0, 1.0)
     check_range("scheduler.min_lr_ratio", min_lr_ratio, 0.0, 1.0)
+    if warmup_frac + hold_frac >= 1.0:
+        raise ConfigError(
+            f"scheduler.warmup_frac={warmup_frac} + scheduler.hold_frac={hold_frac} must be < 1 "
+            "(the cosine needs the rest of the run)"
+        )
     total = max(1, int(total_steps))
     warmup = min(total - 1, int(warmup_frac * total))
+    start = min(total - 1, warmup + int(hold_frac * total))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if step < start:
+            return 1.0
+        progress = min(1.0, (step - start) / max(1, total - start))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
