@@ -314,6 +314,8 @@ def test_typed_values_through_the_entry_point_are_one_line(tmp_path, capsys, ove
      r"^error: task.T_max=100000 x task.datamodule.batch_size=128 needs ~\d+ GiB for one training step"),
     (["init_from="], r"^error: init_from='' is empty; allowed: a path to a checkpoint, or null"),
     (["ckpt_path="], r"^error: ckpt_path='' is empty; allowed: a path to a checkpoint, last, or null"),
+    (["scheduler=warmup_cosine", "scheduler.warmup_frac=0.5", "scheduler.hold_frac=0.5"],
+     r"^error: scheduler.warmup_frac=0.5 \+ scheduler.hold_frac=0.5 must be < 1"),
 ])
 def test_a_refused_size_or_empty_checkpoint_from_the_shell_is_one_line(tmp_path, args, message):
     """A run too large for memory and an empty checkpoint argument, through a real interpreter:
