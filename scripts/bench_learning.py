@@ -4,8 +4,10 @@
 
 Trains the named config (any overrides, as for rds-act-train; logs and checkpoints off) and
 checks accuracy after every epoch on the held-out in-distribution split (`val`, drawn like
-`test`); stops once the last threshold is reached or the budget runs out. Samples are the budget
-that compares across machines; seconds are this machine's.
+`test`), read two ways: at each sample's own exit (`val/acc`, the strategy's halting) and with
+every step run (`val/final_acc`, as TRM and HRM evaluate). Stops once both have reached the last
+threshold or the budget runs out. Samples are the budget that compares across machines; seconds
+are this machine's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rds_act.callbacks import TimeToAccuracy
 from rds_act.errors import ConfigError
 
 THRESHOLDS = (0.5, 0.9, 0.95, 0.99)
+READINGS = {"at exit": "val/acc", "all steps": "val/final_acc"}
 
 
 def main() -> None:
@@ -28,19 +31,34 @@ def main() -> None:
                           "scratch; leave ckpt_path out")
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build_module(cfg)
-    clock = TimeToAccuracy(THRESHOLDS, "val/acc", stop=True)
-    trainer = build_trainer(cfg, extra_callbacks=[clock])
+    clocks = {name: TimeToAccuracy(THRESHOLDS, metric) for name, metric in READINGS.items()}
+    trainer = build_trainer(cfg, extra_callbacks=[*clocks.values(), StopWhenAllReached(clocks)])
     trainer.fit(module, datamodule=datamodule)
-    final = float(trainer.callback_metrics.get("val/acc", float("nan")))
+    metrics = trainer.callback_metrics
+    last = ", ".join(f"{m} {float(metrics.get(m, float('nan'))):.4f}" for m in READINGS.values())
     print(f"task={cfg.task.name} act={cfg.act._target_.rsplit('.', 1)[-1]} "
-          f"d_model={cfg.model.d_model} seed={cfg.seed}: final val/acc {final:.4f} after "
+          f"d_model={cfg.model.d_model} seed={cfg.seed}: last {last} after "
           f"{module.samples_seen:,} samples")
-    for threshold in THRESHOLDS:
-        if threshold in clock.reached:
-            samples, seconds, epoch = clock.reached[threshold]
-            print(f"acc >= {threshold:<4}: {samples:>9,} samples  {seconds:8.1f} s  (epoch {epoch})")
-        else:
-            print(f"acc >= {threshold:<4}: not reached within {module.samples_seen:,} samples")
+    for name, clock in clocks.items():
+        for threshold in THRESHOLDS:
+            if threshold in clock.reached:
+                samples, seconds, epoch = clock.reached[threshold]
+                print(f"{name:<10} acc >= {threshold:<4}: {samples:>9,} samples  {seconds:8.1f} s  "
+                      f"(epoch {epoch})")
+            else:
+                print(f"{name:<10} acc >= {threshold:<4}: not reached within "
+                      f"{module.samples_seen:,} samples")
+
+
+class StopWhenAllReached(L.Callback):
+    """Ends training once every clock has seen its last threshold (after their own checks)."""
+
+    def __init__(self, clocks: dict[str, TimeToAccuracy]):
+        self.clocks = clocks
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if all(len(c.reached) == len(c.thresholds) for c in self.clocks.values()):
+            trainer.should_stop = True
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """scripts/bench_throughput.py: one row per batch size, shares that add up, the best named;
 scripts/bench_datagen.py times both generators of a split;
 scripts/probe_inputs.py counts the cases it runs;
+scripts/bench_learning.py times both readings of accuracy, each threshold once;
 scripts/gpu_check.sh refuses a machine without a GPU before it writes anything."""
 
 from __future__ import annotations
@@ -41,6 +42,27 @@ def test_datagen_bench_times_both_generators_and_their_ratio(capsys):
     fast, ratio = map(float, re.search(r"batched=true\): +([\d.]+) s +\(([\d.]+)x", out).groups())
     assert slow > 0 and fast > 0
     assert ratio == pytest.approx(slow / fast, rel=0.2, abs=0.2)  # the printed times are rounded
+
+
+def test_time_to_accuracy_reads_accuracy_at_the_exit_and_with_every_step_run(capsys):
+    """Both readings get a line per threshold; a reached threshold's samples lie within the run
+    and grow with the threshold (parity on 8 entries: chance is 0.5, so 0.5 is met early)."""
+    script = SCRIPT.parent / "bench_learning.py"
+    code, out, err = run_script(script, [
+        "task=parity", "task.datamodule.dim=8", "task.datamodule.max_nonzero=8",
+        "task.datamodule.ood_min_nonzero=1", "task.datamodule.ood_max_nonzero=8",
+        "task.encoder.chunk=1", "task.datamodule.curriculum=null", "task.datamodule.n_train=256",
+        "task.datamodule.prefetch=false", "model.d_model=16", "trainer.max_epochs=3"], capsys)
+    assert code == 0, err[-2000:]
+    total = int(re.search(r"after ([\d,]+) samples", out).group(1).replace(",", ""))
+    assert total == 3 * 256
+    for reading in ("at exit", "all steps"):
+        lines = [ln for ln in out.splitlines() if ln.startswith(reading)]
+        assert [float(re.search(r"acc >= ([\d.]+)", ln).group(1)) for ln in lines] == [
+            0.5, 0.9, 0.95, 0.99], out
+        reached = [int(m.group(1).replace(",", "")) for ln in lines
+                   if (m := re.search(r": +([\d,]+) samples", ln))]
+        assert reached and reached == sorted(reached) and all(0 < s <= total for s in reached), out
 
 
 def test_the_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
