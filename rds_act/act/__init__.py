@@ -7,6 +7,7 @@ from rds_act.act.base import (
     oracle_step,
     step_index,
     step_targets,
+    tolerant_step,
 )
 from rds_act.act.better_plsd import BetterPLSD
 from rds_act.act.exits import EntropyExit, OracleExit, StabilityExit, build_exit_rule
@@ -18,7 +19,7 @@ from rds_act.act.qlearning import QLearning
 
 __all__ = [
     "ACTStrategy", "StepStack", "first_exit", "first_stable_correct", "oracle_step",
-    "step_index", "step_targets",
+    "step_index", "step_targets", "tolerant_step",
     "Fixed", "PLSD", "BetterPLSD", "Overthink", "QLearning", "Ponder", "ACTGraves",
     "build_exit_rule", "EntropyExit", "StabilityExit", "OracleExit",
 ]

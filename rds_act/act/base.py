@@ -30,18 +30,23 @@ class StepStack:
         return self.losses.shape[0]
 
 
-def oracle_step(losses: Tensor, tolerance: float = 0.0, correct: Tensor | None = None) -> Tensor:
-    """1-based ``t* = argmin_t loss_t`` per sample; ties go to the earliest step.
+def oracle_step(losses: Tensor) -> Tensor:
+    """1-based ``t* = argmin_t loss_t`` per sample (the oracle step of the metrics); ties go to the
+    earliest step."""
+    return losses.detach().argmin(0) + 1
 
-    With ``tolerance`` ε > 0: the earliest step whose loss is within ε of the minimum, so that a
-    step which only sharpens an answer that is already right does not count as progress. With
-    ``correct`` [T, B] as well, only steps as right as the minimum's count: near the decision
-    boundary (a two-class loss of ~0.69 nats) ε spans a wrong answer and a right one, and
-    without it a sample wrong at step 1 but right later is taught to stop at step 1.
+
+def tolerant_step(losses: Tensor, tolerance: float = 0.0, correct: Tensor | None = None) -> Tensor:
+    """1-based halting target: the earliest step whose loss is within ``tolerance`` ε of the
+    sample's minimum (ε = 0: ``oracle_step``), so that a step which only sharpens an answer that
+    is already right does not count as progress. With ``correct`` [T, B] as well, only steps as
+    right as the minimum's count: near the decision boundary (a two-class loss of ~0.69 nats) ε
+    spans a wrong answer and a right one, and without it a sample wrong at step 1 but right later
+    is taught to stop at step 1.
     """
-    losses = losses.detach()
     if tolerance <= 0:
-        return losses.argmin(0) + 1
+        return oracle_step(losses)
+    losses = losses.detach()
     close = losses <= losses.min(0).values + tolerance
     if correct is not None:
         best = correct.gather(0, losses.argmin(0)[None])  # [1, B]: is the best step right?

@@ -1,4 +1,4 @@
-"""Better-PLSD: train the answer where it is best (t*), and halt with a tunable threshold."""
+"""Better-PLSD: train the answer at its halting target t_h, and halt with a tunable threshold."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from rds_act.errors import check_range
 
 
 class BetterPLSD(PLSD):
-    """Task loss = each sample's loss at its own t* (mean over the batch), plus the PLSD BCE of
-    the halt head against ``1[t >= t*]``. Halts when ``σ(halt) > threshold``: a higher threshold
+    """Task loss = each sample's loss at its own t_h (mean over the batch), plus the PLSD BCE of
+    the halt head against ``1[t >= t_h]``. Halts when ``σ(halt) > threshold``: a higher threshold
     asks for more confidence, so it never exits earlier (the accuracy/compute knob; 0.7 as in
     the seed).
 
-    Supervising only t* (instead of every step) lets later steps keep improving instead of being
+    Supervising only t_h (instead of every step) lets later steps keep improving instead of being
     pulled toward answers the earlier steps can already give. Alone it is a "min over steps"
     objective that pays for spreading different guesses over the steps; ``ds_weight`` adds that
     share of the mean loss over all steps (deep supervision) so every step is pulled to the answer.
@@ -36,8 +36,8 @@ class BetterPLSD(PLSD):
     def trains_last_step(self) -> bool:
         return self.ds_weight > 0
 
-    def answer_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
-        at_t_star = stack.losses.gather(0, (t_star - 1)[None]).mean()
+    def answer_loss(self, stack: StepStack, halt_at: Tensor) -> Tensor:
+        at_target = stack.losses.gather(0, (halt_at - 1)[None]).mean()
         if self.ds_weight == 0:
-            return at_t_star
-        return at_t_star + self.ds_weight * stack.losses.mean()
+            return at_target
+        return at_target + self.ds_weight * stack.losses.mean()

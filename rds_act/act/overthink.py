@@ -21,14 +21,14 @@ class Overthink(BetterPLSD):
     the start trains each new hop's answer at the early steps where it cannot be ready yet, and
     the curriculum slows (docs/results/rpc.md, the step-cost runs).
 
-    ``mode='step_cost'`` (no privileged information): ``t* = argmin_t ℓ_t + β·w·t``, so an extra
+    ``mode='step_cost'`` (no privileged information): ``t_h = argmin_t ℓ_t + β·w·t``, so an extra
     step must buy at least β of loss. ``mode='privileged'`` (reproduces the seed; needs
-    ``batch['steps_required']``): ``t* = argmin_t ℓ_t + β·w·max(0, t − steps_required)``.
+    ``batch['steps_required']``): ``t_h = argmin_t ℓ_t + β·w·max(0, t − steps_required)``.
 
-    Halting side: ``overthink_penalty = β·w·mean_b Σ_{t=t*}^{T-1} (1 − σ(halt_t))``, the
-    number of steps at or after t* on which the halt head still votes to continue (each costs
+    Halting side: ``overthink_penalty = β·w·mean_b Σ_{t=t_h}^{T-1} (1 − σ(halt_t))``, the
+    number of steps at or after t_h on which the halt head still votes to continue (each costs
     one more step; step T is excluded because the run stops there anyway). It is added to the
-    loss so the head fires at t* rather than merely some time after it.
+    loss so the head fires at t_h rather than merely some time after it.
     """
 
     name = "overthink"
@@ -78,12 +78,12 @@ class Overthink(BetterPLSD):
 
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         loss, logs = super().loss(stack, batch)
-        t_star = self.halt_step(stack, batch)
-        t = step_index(stack.steps, t_star.device)[:, None]
-        late = ((t >= t_star[None]) & (t < stack.steps)).float()
+        halt_at = self.halt_step(stack, batch)
+        t = step_index(stack.steps, halt_at.device)[:, None]
+        late = ((t >= halt_at[None]) & (t < stack.steps)).float()
         keep_going = 1.0 - torch.sigmoid(stack.unrolled.halt_logits[..., 0].float())
         w = self.ramp()
         penalty = self.beta * w * (late * keep_going).sum(0).mean()
         logs.update(overthink_penalty=penalty.detach(),
-                    overthink_weight=torch.tensor(w, device=t_star.device))
+                    overthink_weight=torch.tensor(w, device=halt_at.device))
         return loss + penalty, logs

@@ -1,4 +1,5 @@
-"""PLSD: unroll to T_max, find the oracle step t*, fit the halt head to the step 1[t >= t*]."""
+"""PLSD: unroll to T_max, find each sample's halting target (t* = argmin_t loss_t by default), fit
+the halt head to the step 1[t >= target]."""
 
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from rds_act.act.base import (
     ACTStrategy,
     StepStack,
     first_stable_correct,
-    oracle_step,
     step_targets,
+    tolerant_step,
 )
 from rds_act.errors import check_choice, check_range
 from rds_act.models.dyntrm import StepOut
 
 
 class PLSD(ACTStrategy):
-    """Deep-supervised task loss + ``halt_weight`` * BCE(halt head, 1[t >= t*]).
+    """Deep-supervised task loss + ``halt_weight`` * BCE(halt head, 1[t >= t_h]), t_h the halting
+    target (the oracle step t* = argmin_t loss_t unless a remedy below moves it).
 
     Halts when sigmoid(halt logit) > ``threshold`` (0.5 for plain PLSD). Deep supervision keeps
     sharpening answers that are already right, so a plain argmin of the loss teaches late exits;
@@ -46,7 +48,7 @@ class PLSD(ACTStrategy):
         self.halt_weight, self.threshold, self.tolerance = halt_weight, threshold, tolerance
         self.halt_target = halt_target
 
-    not_per_step = "its halting target 1[t >= t*] needs t* = argmin over every step's loss"
+    not_per_step = "its halting target 1[t >= t_h] needs every step's loss to place t_h"
 
     def halt_step(self, stack: StepStack, batch: dict[str, Tensor]) -> Tensor:
         """The step the halt head is taught to stop at (overridable, e.g. with a step cost)."""
@@ -62,23 +64,23 @@ class PLSD(ACTStrategy):
         if self.halt_target == "correct":
             return first_stable_correct(stack.correct, torch.full_like(costs[0], stack.steps).long())
         right = stack.correct if self.halt_target == "loss_right" else None
-        return oracle_step(costs, self.tolerance, right)
+        return tolerant_step(costs, self.tolerance, right)
 
-    def answer_loss(self, stack: StepStack, t_star: Tensor) -> Tensor:
+    def answer_loss(self, stack: StepStack, halt_at: Tensor) -> Tensor:
         """The readout's share of the loss (deep supervision: the mean over steps); the task's
         per-sample loss itself is ``stack.task_loss``."""
         return stack.losses.mean()
 
     def loss(self, stack: StepStack, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        t_star = self.halt_step(stack, batch)
-        target = step_targets(t_star, stack.steps)
+        halt_at = self.halt_step(stack, batch)
+        target = step_targets(halt_at, stack.steps)
         logits = stack.unrolled.halt_logits[..., 0]
         halt_loss = F.binary_cross_entropy_with_logits(logits, target)
-        task = self.answer_loss(stack, t_star)
+        task = self.answer_loss(stack, halt_at)
         with torch.no_grad():
             halt_acc = ((logits > 0).float() == target).float().mean()
         logs = {"task_loss": task.detach(), "halt_loss": halt_loss.detach(),
-                "halt_acc": halt_acc, "halt_target_step": t_star.float().mean()}
+                "halt_acc": halt_acc, "halt_target_step": halt_at.float().mean()}
         return task + self.halt_weight * halt_loss, logs
 
     def halt(self, step: StepOut, t: int, carry: Any = None) -> tuple[Tensor, Any]:
