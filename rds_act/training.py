@@ -150,8 +150,9 @@ class DeepSupervisionModule(ACTLitModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["index"].shape[0])
-        self.log("train/supervision_steps", float(n_steps), batch_size=batch["index"].shape[0])
+        if self.logs_this_step():
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch["index"].shape[0])
+            self.log("train/supervision_steps", float(n_steps), batch_size=batch["index"].shape[0])
 
     def supervision_step(self, optimizer: Any) -> Tensor:
         """One step of every row in flight, one optimizer step; halted rows leave the carry."""
@@ -186,9 +187,11 @@ class DeepSupervisionModule(ACTLitModule):
                 hit = correct[0][halt].float()
                 for metric in self.train_acc.values():
                     metric.update(hit)
-                self.log("train/acc", hit.mean(), batch_size=int(halt.sum()))
-                self.log("train/halt_steps", steps[halt].float().mean(), batch_size=int(halt.sum()))
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
+                if self.logs_this_step():
+                    self.log("train/acc", hit.mean(), batch_size=int(halt.sum()))
+                    self.log("train/halt_steps", steps[halt].float().mean(), batch_size=int(halt.sum()))
+        if self.logs_this_step():
+            self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
         return loss.detach()
 
     def batch_applications(self, batch: dict[str, Tensor]) -> int:

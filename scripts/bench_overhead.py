@@ -4,7 +4,9 @@ and of the eager vs the compiled block (model.compile=true) under Lightning.
     python scripts/bench_overhead.py [task=rpc] [act=plsd] [model.d_model=64] ...
 
 Both loops run the same module's forward, strategy loss, backward, clipping and AdamW step on the
-same batches; the ratio (Lightning / bare) is the framework's overhead. Target: >= 0.90.
+same batches, each loop twice in alternation (bare, Lightning, bare, Lightning) and the faster of
+its two runs kept, so load that comes and goes on a busy machine hits both alike; the ratio
+(Lightning / bare) is the framework's overhead. Target: >= 0.95.
 The compiled run's first WARMUP steps (compilation) are not timed.
 """
 
@@ -72,17 +74,19 @@ def main() -> None:
     cfg = compose_from_argv(["task.datamodule.n_train=20000", "task.datamodule.n_val=1",
                              "task.datamodule.n_test=1", "task.datamodule.n_ood=1"])
     results = {}
-    for name, run in (("bare", bare_time), ("lightning", lightning_time), ("bare2", bare_time)):
+    for name, run in (("bare", bare_time), ("lightning", lightning_time), ("bare2", bare_time),
+                      ("lightning2", lightning_time)):
         L.seed_everything(0, verbose=False)
         module, dm = build(cfg)
         dm.setup()
         results[name] = run(module, dm)
     bare = min(results["bare"], results["bare2"])
+    results["lightning"] = min(results["lightning"], results["lightning2"])
     n = (STEPS - WARMUP) * cfg.task.datamodule.batch_size
     print(f"steps timed={STEPS - WARMUP} batch={cfg.task.datamodule.batch_size}")
     print(f"bare loop  {n / bare:9.0f} samples/s")
     print(f"lightning  {n / results['lightning']:9.0f} samples/s")
-    print(f"ratio {bare / results['lightning']:.2f} (target >= 0.90)")
+    print(f"ratio {bare / results['lightning']:.2f} (target >= 0.95)")
     with open_dict(cfg):
         cfg.model.compile = True
     L.seed_everything(0, verbose=False)

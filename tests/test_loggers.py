@@ -68,3 +68,25 @@ def test_per_step_curves_reach_wandb_as_line_charts(compose_cfg, tmp_path, monke
     last = trainer.callback_metrics
     for step, value in table.data:
         assert value == pytest.approx(float(last[f"val_curve/acc_t{step:02d}"]))
+
+
+def test_training_logs_are_made_only_on_the_steps_lightning_writes(compose_cfg, tmp_path):
+    """Every ``log_every_n_steps``-th step reaches metrics.csv with the strategy's terms, and the
+    steps in between make no ``self.log`` calls (each costs milliseconds on CPU)."""
+    from rds_act.build import build_module, build_trainer
+
+    cfg = compose_cfg(*TINY, "trainer.max_epochs=3", "trainer.log_every_n_steps=3",
+                      "trainer.enable_progress_bar=false", "test=false")
+    module, datamodule = build_module(cfg)
+    trainer = build_trainer(cfg)
+    trainer._loggers = [HistoryCSVLogger(save_dir=tmp_path, name="csv", version="")]
+    calls = []
+    log = module.log
+    module.log = lambda name, *a, **k: (calls.append(name), log(name, *a, **k))[1]
+    trainer.fit(module, datamodule=datamodule)
+    with (tmp_path / "csv" / "metrics.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    # 64 samples / batch 16 = 4 steps an epoch, 12 in all: written after steps 3, 6, 9, 12
+    assert [int(r["step"]) for r in rows] == [2, 5, 8, 11]
+    assert all(r["train/acc"] and r["train/final_acc"] and r["train/task_loss"] for r in rows)
+    assert calls.count("train/loss") == 4
