@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import lightning as L
 from _common import compose_from_argv, run_main
+from omegaconf import open_dict
 
 from rds_act.build import build_module, build_trainer
 from rds_act.callbacks import TimeToAccuracy
@@ -26,6 +27,8 @@ READINGS = {"at exit": "val/acc", "all steps": "val/final_acc"}
 def main() -> None:
     cfg = compose_from_argv(["logger=none", "callbacks=none", "test=false",
                              "trainer.enable_progress_bar=false"])
+    with open_dict(cfg):  # no checkpoints: Lightning's default one would write into the cwd
+        cfg.trainer.enable_checkpointing = False
     if cfg.get("ckpt_path"):
         raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: bench_learning times training from "
                           "scratch; leave ckpt_path out")

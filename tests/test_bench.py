@@ -44,10 +44,14 @@ def test_datagen_bench_times_both_generators_and_their_ratio(capsys):
     assert ratio == pytest.approx(slow / fast, rel=0.2, abs=0.2)  # the printed times are rounded
 
 
-def test_time_to_accuracy_reads_accuracy_at_the_exit_and_with_every_step_run(capsys):
+def test_time_to_accuracy_reads_accuracy_at_the_exit_and_with_every_step_run(
+    capsys, tmp_path, monkeypatch
+):
     """Both readings get a line per threshold; a reached threshold's samples lie within the run
-    and grow with the threshold (parity on 8 entries: chance is 0.5, so 0.5 is met early)."""
+    and grow with the threshold (parity on 8 entries: chance is 0.5, so 0.5 is met early); the
+    script writes nothing where it runs (no checkpoints, no logs)."""
     script = SCRIPT.parent / "bench_learning.py"
+    monkeypatch.chdir(tmp_path)
     code, out, err = run_script(script, [
         "task=parity", "task.datamodule.dim=8", "task.datamodule.max_nonzero=8",
         "task.datamodule.ood_min_nonzero=1", "task.datamodule.ood_max_nonzero=8",
@@ -63,6 +67,7 @@ def test_time_to_accuracy_reads_accuracy_at_the_exit_and_with_every_step_run(cap
         reached = [int(m.group(1).replace(",", "")) for ln in lines
                    if (m := re.search(r": +([\d,]+) samples", ln))]
         assert reached and reached == sorted(reached) and all(0 < s <= total for s in reached), out
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
