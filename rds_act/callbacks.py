@@ -5,7 +5,7 @@ and scores; these do the cross-cutting work around it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
@@ -97,13 +97,16 @@ class TimeToAccuracy(Callback):
 
     ``reached[threshold] = (samples, seconds, epoch)``; samples come from the module's
     ``samples_seen`` (all ranks together), so the figure compares across machines.
+    ``on_reach(threshold, record)`` is called as each is reached, so a long run that is stopped
+    early has still reported what it reached.
     """
 
     def __init__(
         self, thresholds: Sequence[float] = (0.5, 0.9, 0.99), metric: str = "val/acc",
-        stop: bool = False,
+        stop: bool = False, on_reach: Callable[[float, tuple[int, float, int]], None] | None = None,
     ):
         self.thresholds, self.metric, self.stop = sorted(thresholds), metric, stop
+        self.on_reach = on_reach
         self.reached: dict[float, tuple[int, float, int]] = {}
         self.start = time.perf_counter()
 
@@ -118,5 +121,7 @@ class TimeToAccuracy(Callback):
         for threshold in self.thresholds:
             if threshold not in self.reached and value >= threshold:
                 self.reached[threshold] = (pl_module.samples_seen, seconds, trainer.current_epoch)
+                if self.on_reach is not None:
+                    self.on_reach(threshold, self.reached[threshold])
         if self.stop and len(self.reached) == len(self.thresholds):
             trainer.should_stop = True

@@ -12,6 +12,8 @@ are this machine's.
 
 from __future__ import annotations
 
+import sys
+
 import lightning as L
 from _common import compose_from_argv, run_main
 from omegaconf import open_dict
@@ -34,7 +36,8 @@ def main() -> None:
                           "scratch; leave ckpt_path out")
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = build_module(cfg)
-    clocks = {name: TimeToAccuracy(THRESHOLDS, metric) for name, metric in READINGS.items()}
+    clocks = {name: TimeToAccuracy(THRESHOLDS, metric, on_reach=reporter(name))
+              for name, metric in READINGS.items()}
     trainer = build_trainer(cfg, extra_callbacks=[*clocks.values(), StopWhenAllReached(clocks)])
     trainer.fit(module, datamodule=datamodule)
     metrics = trainer.callback_metrics
@@ -45,12 +48,22 @@ def main() -> None:
     for name, clock in clocks.items():
         for threshold in THRESHOLDS:
             if threshold in clock.reached:
-                samples, seconds, epoch = clock.reached[threshold]
-                print(f"{name:<10} acc >= {threshold:<4}: {samples:>9,} samples  {seconds:8.1f} s  "
-                      f"(epoch {epoch})")
+                print(record_line(name, threshold, clock.reached[threshold]))
             else:
                 print(f"{name:<10} acc >= {threshold:<4}: not reached within "
                       f"{module.samples_seen:,} samples")
+
+
+def record_line(name: str, threshold: float, record: tuple[int, float, int]) -> str:
+    samples, seconds, epoch = record
+    return f"{name:<10} acc >= {threshold:<4}: {samples:>9,} samples  {seconds:8.1f} s  (epoch {epoch})"
+
+
+def reporter(name: str):
+    """Prints a record the moment it is reached (to stderr, so stdout keeps the summary alone):
+    a run stopped early has still said what it reached."""
+    return lambda threshold, record: print(f"reached: {record_line(name, threshold, record)}",
+                                           file=sys.stderr, flush=True)
 
 
 class StopWhenAllReached(L.Callback):

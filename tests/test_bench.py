@@ -68,6 +68,7 @@ def test_time_to_accuracy_reads_accuracy_at_the_exit_and_with_every_step_run(
                    if (m := re.search(r": +([\d,]+) samples", ln))]
         assert reached and reached == sorted(reached) and all(0 < s <= total for s in reached), out
     assert not list(tmp_path.iterdir())
+    assert "reached: at exit    acc >= 0.5 " in err  # each record said as it is reached
 
 
 def test_the_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
