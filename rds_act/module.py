@@ -131,8 +131,9 @@ class ACTLitModule(LightningModule):
         """Whether Lightning writes this training step's logs (every ``log_every_n_steps``, and
         every step of a ``fast_dev_run``).
 
-        ``self.log`` costs ~2-3 ms a call on CPU (a fifth of a small default step); on the steps in
-        between, what it records is overwritten before any logger or the progress bar reads it.
+        ``self.log`` costs milliseconds a call on CPU, a visible share of a small model's step; on
+        the steps in between, what it records is overwritten before any logger or the progress bar
+        reads it.
         The check is the one Lightning's own LearningRateMonitor and ThroughputMonitor make.
         """
         trainer = self._trainer
