@@ -123,5 +123,10 @@ class TimeToAccuracy(Callback):
                 self.reached[threshold] = (pl_module.samples_seen, seconds, trainer.current_epoch)
                 if self.on_reach is not None:
                     self.on_reach(threshold, self.reached[threshold])
-        if self.stop and len(self.reached) == len(self.thresholds):
+        if self.stop and self.done:
             trainer.should_stop = True
+
+    @property
+    def done(self) -> bool:
+        """Every threshold reached."""
+        return len(self.reached) == len(self.thresholds)

@@ -73,7 +73,7 @@ class StopWhenAllReached(L.Callback):
         self.clocks = clocks
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if all(len(c.reached) == len(c.thresholds) for c in self.clocks.values()):
+        if all(clock.done for clock in self.clocks.values()):
             trainer.should_stop = True
 
 
