@@ -37,7 +37,7 @@ def test_identical_experts_equal_the_dense_mlp(top_k):
     for expert in library.experts:
         expert.load_state_dict(dense.state_dict())
     x = torch.randn(3, 5, 16)
-    torch.testing.assert_close(library(x), dense(x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(library(x)[0], dense(x), atol=1e-5, rtol=0)
 
 
 def test_routing_is_per_token():
@@ -45,12 +45,12 @@ def test_routing_is_per_token():
     library = ExpertLibrary(16, num_experts=4, top_k=2)
     x = torch.randn(2, 5, 16)
     _, before, _ = library.route(x.view(-1, 16))
-    out = library(x)
+    out, _ = library(x)
     changed = x.clone()
     # token (1, 2) points hard at the experts the router scores lowest for it: its top-2 must change
     changed[1, 2] = -8 * library.router.weight[before[7]].sum(0)
     _, after, _ = library.route(changed.view(-1, 16))
-    new_out = library(changed)
+    new_out, _ = library(changed)
     others = torch.ones(2, 5, dtype=torch.bool)
     others[1, 2] = False
     assert not torch.equal(after[7], before[7])
@@ -71,19 +71,20 @@ def one_hot_library(num_experts: int = 4) -> ExpertLibrary:
 
 def test_balance_loss_is_one_when_uniform_and_larger_when_collapsed():
     library = one_hot_library()
-    library(torch.eye(4).repeat(8, 1))  # every expert gets a quarter of the tokens
-    assert float(library.last_balance_loss) == pytest.approx(1.0)
-    torch.testing.assert_close(library.last_usage, torch.full((4,), 0.25))
-    library(torch.eye(4)[[2]].repeat(32, 1))  # every token to expert 2
-    assert float(library.last_balance_loss) == pytest.approx(4.0)
-    torch.testing.assert_close(library.last_usage, torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    _, routing = library(torch.eye(4).repeat(8, 1))  # every expert gets a quarter of the tokens
+    assert float(routing.balance_loss) == pytest.approx(1.0)
+    torch.testing.assert_close(routing.usage, torch.full((4,), 0.25))
+    _, routing = library(torch.eye(4)[[2]].repeat(32, 1))  # every token to expert 2
+    assert float(routing.balance_loss) == pytest.approx(4.0)
+    torch.testing.assert_close(routing.usage, torch.tensor([0.0, 0.0, 1.0, 0.0]))
+    assert not [k for k in vars(library) if k.startswith("last_")]  # nothing left on the module
 
 
 def test_balance_loss_trains_the_router():
     torch.manual_seed(0)
     library = ExpertLibrary(16, num_experts=4, top_k=2)
-    library(torch.randn(4, 6, 16))
-    library.last_balance_loss.backward()
+    _, routing = library(torch.randn(4, 6, 16))
+    routing.balance_loss.backward()
     assert library.router.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in library.experts.parameters())
 
@@ -114,7 +115,7 @@ def test_one_library_shared_by_every_step():
     state, per_step = model.init_state(batch()), []
     for _ in range(6):
         state = model.step(state).state
-        per_step.append(model.experts.last_balance_loss)
+        per_step.append(state.routing.balance_loss)
     torch.testing.assert_close(out.balance_loss, torch.stack(per_step).mean())
 
 
@@ -214,5 +215,5 @@ def test_top1_routing_lets_the_task_loss_train_the_router():
 
     torch.manual_seed(0)
     library = ExpertLibrary(16, num_experts=4, top_k=1)
-    library(torch.randn(2, 5, 16)).pow(2).sum().backward()
+    library(torch.randn(2, 5, 16))[0].pow(2).sum().backward()
     assert library.router.weight.grad is not None and library.router.weight.grad.abs().sum() > 0

@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rds_act.errors import ConfigError, check_choice, check_range, is_positive_int
 from rds_act.models.layers import Block, Rotary, TokenMLP
-from rds_act.models.moe import ExpertLibrary
+from rds_act.models.moe import ExpertLibrary, Routing
 
 MIXERS = ("attention", "mlp")
 
@@ -19,11 +19,13 @@ MIXERS = ("attention", "mlp")
 @dataclass
 class State:
     """Recurrent state: the hidden sequence ``h``, the input embedding ``inject`` re-added each
-    step, and ``t``, the number of steps already taken (the same for every row)."""
+    step, and ``t``, the number of steps already taken (the same for every row). ``routing``:
+    what the expert library routed in the step that made this state (None for a dense block)."""
 
     h: Tensor
     inject: Tensor
     t: int = 0
+    routing: Routing | None = None
 
     def select(self, idx: Tensor) -> State:
         return State(self.h[idx], self.inject[idx], self.t)
@@ -231,9 +233,16 @@ class DynTRM(nn.Module):
         return State(self.h_init.expand_as(inject), inject)
 
     def _block(self, x: Tensor) -> Tensor:
+        """The shared block on ``x``; an expert library's routing goes to ``_routed``."""
+        h, _ = self._routed(x)
+        return h
+
+    def _routed(self, x: Tensor) -> tuple[Tensor, Routing | None]:
         if self.activation_checkpointing and torch.is_grad_enabled():
-            return checkpoint(self.block, x, use_reentrant=False)
-        return self.block(x)
+            out = checkpoint(self.block, x, use_reentrant=False)
+        else:
+            out = self.block(x)
+        return out if isinstance(out, tuple) else (out, None)
 
     def step(self, state: State) -> StepOut:
         """One recursive step; the input lives in ``state.inject``."""
@@ -244,7 +253,8 @@ class DynTRM(nn.Module):
         x = state.h + state.inject
         if self.step_signal:
             x = x + step_signal(state.t + 1, self.d_model, x.device).to(x.dtype)
-        return State(self.state_norm(self._block(x)), state.inject, state.t + 1)
+        h, routing = self._routed(x)
+        return State(self.state_norm(h), state.inject, state.t + 1, routing)
 
     def read(self, state: State) -> StepOut:
         """Readout and halting head on a state's ``h`` (the answer a step has reached)."""
@@ -274,9 +284,9 @@ class DynTRM(nn.Module):
             preds.append(out.pred)
             halts.append(out.halt_logits)
             summaries.append(out.summary)
-            if self.experts is not None:
-                balance.append(self.experts.last_balance_loss)
-                usage.append(self.experts.last_usage)
+            if state.routing is not None:
+                balance.append(state.routing.balance_loss)
+                usage.append(state.routing.usage)
         unrolled = Unrolled(torch.stack(preds), torch.stack(halts), torch.stack(summaries))
         if balance:
             unrolled.balance_loss, unrolled.expert_usage = torch.stack(balance).mean(), torch.stack(usage)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rds_act.errors import ConfigError, check_range, is_positive_int
+
+if TYPE_CHECKING:
+    from rds_act.models.moe import Routing
 
 
 class Rotary(nn.Module):
@@ -103,7 +108,8 @@ class TokenMLP(nn.Module):
 class Block(nn.Module):
     """The one re-entrant step: pre-RMSNorm attention + MLP, each with a residual.
 
-    ``mlp`` replaces the dense MLP (e.g. with a ``moe.ExpertLibrary``); it maps [..., d] to [..., d].
+    ``mlp`` replaces the dense MLP; it maps [..., d] to [..., d], or to ``([..., d], routing)``
+    for a ``moe.ExpertLibrary``, in which case the block returns ``(x, routing)`` too.
     ``mixer`` replaces the attention as the token-mixing sublayer (e.g. a ``TokenMLP``); it keeps
     the attribute name ``attn`` so that parameter names do not depend on the choice.
     """
@@ -120,9 +126,12 @@ class Block(nn.Module):
         self.norm2 = nn.RMSNorm(d_model)
         self.mlp = mlp if mlp is not None else MLP(d_model, mlp_ratio, dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Routing]:
         x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        y = self.mlp(self.norm2(x))
+        if isinstance(y, tuple):  # a routed MLP: its routing goes out beside the tokens
+            return x + y[0], y[1]
+        return x + y
 
 
 class PairTokenEncoder(nn.Module):

@@ -3,12 +3,26 @@ shared, its experts are one library that every recursive step revisits, not per-
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rds_act.errors import ConfigError
 from rds_act.models.layers import MLP
+
+
+@dataclass
+class Routing:
+    """What one pass through the library routed: the Switch/GShard load-balancing loss
+    ``E * sum_e f_e * P_e`` (``f_e``: share of token-assignments to expert e, ``P_e``: mean
+    router probability; 1 when routing is uniform, up to E when it collapses) and ``usage`` the
+    shares ``f_e`` (detached, sums to 1). Returned with the output, not kept on the module, so a
+    recomputed (checkpointed) or compiled pass leaves no state behind."""
+
+    balance_loss: Tensor
+    usage: Tensor
 
 
 class ExpertLibrary(nn.Module):
@@ -19,10 +33,7 @@ class ExpertLibrary(nn.Module):
     batch, so its output depends on that token alone and ``adaptive_forward``'s shrinking
     batches give what the full batch gives (up to rounding).
 
-    After each forward, ``last_balance_loss`` holds the Switch/GShard load-balancing loss
-    ``E * sum_e f_e * P_e`` (``f_e``: share of token-assignments to expert e, ``P_e``: mean
-    router probability; 1 when routing is uniform, up to E when it collapses) and
-    ``last_usage`` the shares ``f_e`` (detached, sums to 1).
+    ``forward`` returns the mixed tokens and the pass's ``Routing``.
     """
 
     def __init__(
@@ -38,8 +49,6 @@ class ExpertLibrary(nn.Module):
         self.num_experts, self.top_k = int(num_experts), int(top_k)
         self.router = nn.Linear(d_model, self.num_experts)
         self.experts = nn.ModuleList(MLP(d_model, mlp_ratio, dropout) for _ in range(self.num_experts))
-        self.last_balance_loss: Tensor | None = None
-        self.last_usage: Tensor | None = None
 
     def route(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``tokens [N, d]`` -> router probabilities ``[N, E]``, the chosen experts ``[N, k]``
@@ -52,7 +61,7 @@ class ExpertLibrary(nn.Module):
             return probs, expert, weight
         return probs, expert, weight / weight.sum(-1, keepdim=True)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> tuple[Tensor, Routing]:
         tokens = x.reshape(-1, x.shape[-1])
         probs, expert, weight = self.route(tokens)
         out = torch.zeros_like(tokens)
@@ -62,6 +71,5 @@ class ExpertLibrary(nn.Module):
             y = mlp(tokens.index_select(0, rows)) * weight[rows, slot, None]
             out.index_add_(0, rows, y.to(out.dtype))
         share = F.one_hot(expert, self.num_experts).float().sum(1).mean(0) / self.top_k  # f_e
-        self.last_usage = share.detach()
-        self.last_balance_loss = self.num_experts * (share * probs.mean(0)).sum()
-        return out.view_as(x)
+        balance = self.num_experts * (share * probs.mean(0)).sum()
+        return out.view_as(x), Routing(balance, share.detach())

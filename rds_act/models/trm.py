@@ -30,7 +30,7 @@ class TRMState(State):
     z: Tensor | None = None
 
     def select(self, idx: Tensor) -> TRMState:
-        return TRMState(self.h[idx], self.inject[idx], self.t, self.z[idx])
+        return TRMState(self.h[idx], self.inject[idx], self.t, z=self.z[idx])
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -65,7 +65,7 @@ class TRM(DynTRM):
 
     def init_state(self, batch: dict[str, Tensor]) -> TRMState:
         inject = self.encoder(batch)
-        return TRMState(self.y_init.expand_as(inject), inject, 0, self.z_init.expand_as(inject))
+        return TRMState(self.y_init.expand_as(inject), inject, 0, z=self.z_init.expand_as(inject))
 
     def _update(self, x: Tensor) -> Tensor:
         return self.state_norm(self._block(x))
@@ -81,4 +81,4 @@ class TRM(DynTRM):
             for _ in range(self.cycles - 1):
                 y, z = self._cycle(y, z, x)
         y, z = self._cycle(y, z, x)
-        return TRMState(y, x, state.t + 1, z)
+        return TRMState(y, x, state.t + 1, z=z)
