@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 
 def latent_fields(state: State) -> list[str]:
-    """The per-row recurrent tensors of a backbone's state (DynTRM: h; TRM: h and z)."""
-    return [f.name for f in dataclasses.fields(state) if f.name not in ("inject", "t")]
+    """The per-row recurrent tensors of a backbone's state (DynTRM: h; TRM: h and z), not the
+    step's own outputs (``routing``), which are not carried."""
+    return [f.name for f in dataclasses.fields(state) if f.name not in ("inject", "t", "routing")]
 
 
 def cat_rows(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:

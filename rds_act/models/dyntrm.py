@@ -233,7 +233,7 @@ class DynTRM(nn.Module):
         return State(self.h_init.expand_as(inject), inject)
 
     def _block(self, x: Tensor) -> Tensor:
-        """The shared block on ``x``; an expert library's routing goes to ``_routed``."""
+        """The shared block on ``x``, its routing (if any) dropped; ``_routed`` returns both."""
         h, _ = self._routed(x)
         return h
 
