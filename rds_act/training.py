@@ -25,16 +25,15 @@ from torch import Tensor
 
 from rds_act.act.base import StepStack, exploration_min_steps
 from rds_act.errors import ConfigError
-from rds_act.models.dyntrm import State, Unrolled
+from rds_act.models.dyntrm import State
 from rds_act.module import ACTLitModule
 
 log = logging.getLogger(__name__)
 
 
 def latent_fields(state: State) -> list[str]:
-    """The per-row recurrent tensors of a backbone's state (DynTRM: h; TRM: h and z), not the
-    step's own outputs (``routing``), which are not carried."""
-    return [f.name for f in dataclasses.fields(state) if f.name not in ("inject", "t", "routing")]
+    """The per-row recurrent tensors of a backbone's state (DynTRM: h; TRM: h and z)."""
+    return [f.name for f in dataclasses.fields(state) if f.name not in ("inject", "t")]
 
 
 def cat_rows(a: dict[str, Tensor], b: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -164,9 +163,11 @@ class DeepSupervisionModule(ACTLitModule):
         losses = self.task_loss.loss(out.pred[None], rows)
         with torch.no_grad():
             correct = self.task_loss.correct(out.pred[None], rows)
-        stack = StepStack(Unrolled(out.pred[None], out.halt_logits[None], out.summary[None]),
-                          losses, correct, self.task_loss)
+        unrolled = self.model.stacked([out])
+        stack = StepStack(unrolled, losses, correct, self.task_loss)
         loss, logs = self.act.loss(stack, rows)
+        if unrolled.aux_loss is not None:  # the backbone's own term, as under training=unroll
+            loss = loss + unrolled.aux_loss
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at step {self.global_step} with "
@@ -193,6 +194,8 @@ class DeepSupervisionModule(ACTLitModule):
                     self.log("train/halt_steps", steps[halt].float().mean(), batch_size=int(halt.sum()))
         if self.logs_this_step():
             self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=n)
+            if unrolled.balance_loss is not None:
+                self.log("train/balance_loss", unrolled.balance_loss.detach(), batch_size=n)
         return loss.detach()
 
     def batch_applications(self, batch: dict[str, Tensor]) -> int:

@@ -219,3 +219,14 @@ def test_compiled_block_keeps_names_and_outputs():
     with torch.no_grad():
         torch.testing.assert_close(compiled.unroll(batch()).preds, eager.unroll(batch()).preds,
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_an_advance_that_returns_a_bare_state_is_one_error_line():
+    class StateOnly(DynTRM):  # written for the earlier hook, which returned the State alone
+        def advance(self, state):
+            return super().advance(state)[0]
+
+    model = make_model()
+    model.__class__ = StateOnly
+    with pytest.raises(ConfigError, match=r"StateOnly.advance returned State; allowed: a tuple"):
+        model.unroll(batch())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import TINY, run_cli
 from lightning import seed_everything
@@ -78,9 +79,10 @@ def test_halted_rows_are_replaced_the_rest_keep_their_latents_and_no_sample_repe
     assert trainer.global_step > 96 // 16
 
 
-def test_one_step_reduces_to_plain_training(compose_cfg):
+@pytest.mark.parametrize("model", ["dyntrm", "dyntrm_moe"])  # moe: the balance loss trains too
+def test_one_step_reduces_to_plain_training(compose_cfg, model):
     def weights(*regime: str) -> list[torch.Tensor]:
-        cfg = compose_cfg(*DS, *regime, "task.T_max=1", "trainer.max_epochs=2")
+        cfg = compose_cfg(*DS, f"model={model}", *regime, "task.T_max=1", "trainer.max_epochs=2")
         seed_everything(0)
         module, datamodule = build_module(cfg)
         build_trainer(cfg).fit(module, datamodule=datamodule)

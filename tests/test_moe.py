@@ -114,8 +114,9 @@ def test_one_library_shared_by_every_step():
     # the unroll's balance loss is the mean of its steps' losses
     state, per_step = model.init_state(batch()), []
     for _ in range(6):
-        state = model.step(state).state
-        per_step.append(state.routing.balance_loss)
+        step = model.step(state)
+        state = step.state
+        per_step.append(step.routing.balance_loss)
     torch.testing.assert_close(out.balance_loss, torch.stack(per_step).mean())
 
 

@@ -44,7 +44,8 @@ def test_only_the_last_cycle_of_a_step_carries_gradient(cycles):
     state = model.init_state(grid_batch())
     y0 = state.h.detach().clone().requires_grad_(True)
     state.h = y0
-    new = model.advance(state)
+    new, routing = model.advance(state)
+    assert routing is None
     assert (calls.grad, calls.no_grad) == (3, 3 * (cycles - 1))  # n_latent + 1 per cycle
     assert model.block_applications == 3 * cycles
     (grad,) = torch.autograd.grad(new.h.sum(), y0, allow_unused=True, retain_graph=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,13 +20,12 @@ MIXERS = ("attention", "mlp")
 @dataclass
 class State:
     """Recurrent state: the hidden sequence ``h``, the input embedding ``inject`` re-added each
-    step, and ``t``, the number of steps already taken (the same for every row). ``routing``:
-    what the expert library routed in the step that made this state (None for a dense block)."""
+    step, and ``t``, the number of steps already taken (the same for every row). It holds what
+    the next step needs and nothing else: a step's own outputs live on its ``StepOut``."""
 
     h: Tensor
     inject: Tensor
     t: int = 0
-    routing: Routing | None = None
 
     def select(self, idx: Tensor) -> State:
         return State(self.h[idx], self.inject[idx], self.t)
@@ -33,12 +33,14 @@ class State:
 
 @dataclass
 class StepOut:
-    """What one step produces; ``summary`` is the pooled state that readout and halt head see."""
+    """What one step produces; ``summary`` is the pooled state that readout and halt head see,
+    ``routing`` what the expert library routed in the step (None for a dense block)."""
 
     state: State
     pred: Tensor
     halt_logits: Tensor  # [B, 2]: (halt, continue); most strategies use channel 0 only
     summary: Tensor
+    routing: Routing | None = None
 
 
 @dataclass
@@ -246,15 +248,23 @@ class DynTRM(nn.Module):
 
     def step(self, state: State) -> StepOut:
         """One recursive step; the input lives in ``state.inject``."""
-        return self.read(self.advance(state))
+        advanced = self.advance(state)
+        if not isinstance(advanced, tuple):  # a subclass written for a State-only advance
+            raise ConfigError(f"{type(self).__name__}.advance returned {type(advanced).__name__}; "
+                              "allowed: a tuple (next State, routing or None)")
+        nxt, routing = advanced
+        out = self.read(nxt)
+        out.routing = routing
+        return out
 
-    def advance(self, state: State) -> State:
-        """The recursion alone: the next state (a backbone with other latents overrides it)."""
+    def advance(self, state: State) -> tuple[State, Routing | None]:
+        """The recursion alone: the next state and what the expert library routed on the way
+        (None for a dense block). A backbone with other latents overrides it."""
         x = state.h + state.inject
         if self.step_signal:
             x = x + step_signal(state.t + 1, self.d_model, x.device).to(x.dtype)
         h, routing = self._routed(x)
-        return State(self.state_norm(h), state.inject, state.t + 1, routing)
+        return State(self.state_norm(h), state.inject, state.t + 1), routing
 
     def read(self, state: State) -> StepOut:
         """Readout and halting head on a state's ``h`` (the answer a step has reached)."""
@@ -274,22 +284,23 @@ class DynTRM(nn.Module):
         if steps < 1:
             raise ConfigError(f"steps={steps} must be >= 1")
         no_grad_until = 0 if self.grad_steps is None else max(0, steps - int(self.grad_steps))
-        state = self.init_state(batch)
-        preds, halts, summaries = [], [], []  # keep only what the stack needs, not the states
-        balance, usage = [], []
+        state, outs = self.init_state(batch), []
         for t in range(1, steps + 1):
             with torch.set_grad_enabled(torch.is_grad_enabled() and t > no_grad_until):
                 out = self.step(state)
             state = out.state
-            preds.append(out.pred)
-            halts.append(out.halt_logits)
-            summaries.append(out.summary)
-            if state.routing is not None:
-                balance.append(state.routing.balance_loss)
-                usage.append(state.routing.usage)
-        unrolled = Unrolled(torch.stack(preds), torch.stack(halts), torch.stack(summaries))
-        if balance:
-            unrolled.balance_loss, unrolled.expert_usage = torch.stack(balance).mean(), torch.stack(usage)
+            outs.append(dataclasses.replace(out, state=None))  # the stack needs no states
+        return self.stacked(outs)
+
+    def stacked(self, outs: list[StepOut]) -> Unrolled:
+        """Steps' outputs on a leading step axis, with the expert library's balance loss (the
+        mean over the steps) and ``aux_loss`` (times ``balance_weight``) where it routed."""
+        unrolled = Unrolled(torch.stack([o.pred for o in outs]), torch.stack([o.halt_logits for o in outs]),
+                            torch.stack([o.summary for o in outs]))
+        routed = [o.routing for o in outs if o.routing is not None]
+        if routed:
+            unrolled.balance_loss = torch.stack([r.balance_loss for r in routed]).mean()
+            unrolled.expert_usage = torch.stack([r.usage for r in routed])
             unrolled.aux_loss = self.balance_weight * unrolled.balance_loss
         return unrolled
 

@@ -75,10 +75,10 @@ class TRM(DynTRM):
             z = self._update(z + y + x)
         return self._update(y + z), z
 
-    def advance(self, state: TRMState) -> TRMState:
+    def advance(self, state: TRMState) -> tuple[TRMState, None]:
         y, z, x = state.h, state.z, state.inject
         with torch.no_grad():
             for _ in range(self.cycles - 1):
                 y, z = self._cycle(y, z, x)
         y, z = self._cycle(y, z, x)
-        return TRMState(y, x, state.t + 1, z=z)
+        return TRMState(y, x, state.t + 1, z=z), None  # no expert library: nothing routed
