@@ -14,7 +14,7 @@ import time
 import torch
 from lightning import LightningDataModule
 
-from rds_act.data.base import EVAL_SPLITS
+from rds_act.data.base import named_loaders
 from rds_act.errors import ConfigError
 from rds_act.module import ACTLitModule
 
@@ -38,7 +38,7 @@ def adaptive_eval(module: ACTLitModule, datamodule: LightningDataModule,
     model, device = module.model, module.device
     by_split = {(r["split"], int(r["index"])): r for r in rows}
     metrics: dict[str, float] = {}
-    for split, loader in zip(EVAL_SPLITS["test"], datamodule.test_dataloader(), strict=True):
+    for split, loader in named_loaders(datamodule.test_dataloader(), "test").items():
         steps = module.steps_for(split)
         n = agree = exits_sum = 0
         t_adaptive = t_unrolled = 0.0

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rds_act.build import build_module
 from rds_act.cli import TRAINED_GROUPS, parse_override, search_path, search_path_arg
-from rds_act.data.base import EVAL_SPLITS, first_rows
+from rds_act.data.base import first_rows, named_loaders
 from rds_act.errors import ConfigError
 from rds_act.memory import check_memory
 from rds_act.validate import validate_config
@@ -112,9 +112,7 @@ def check_evaluates(module: ACTLitModule, datamodule: LightningDataModule, path:
     the loss first, so that is one line naming both tasks, not a traceback in the test pass."""
     datamodule.setup("test")
     module.eval()
-    loaders = datamodule.test_dataloader()
-    loaders = loaders if isinstance(loaders, list) else [loaders]
-    for split, loader in zip(EVAL_SPLITS["test"], loaders, strict=False):
+    for split, loader in named_loaders(datamodule.test_dataloader(), "test").items():
         batch = first_rows(loader)
         if batch is None:  # a datamodule of a user's own: its test pass will tell
             continue

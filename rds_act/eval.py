@@ -28,7 +28,7 @@ from rds_act.cli import (
     hydra_boundary,
     one_line_errors,
 )
-from rds_act.data.base import EVAL_SPLITS
+from rds_act.data.base import named_loaders
 from rds_act.interrupt import deferred_signals, signals_interrupt
 from rds_act.module import ACTLitModule
 from rds_act.results import collect_metrics, save_results, write_metrics
@@ -82,7 +82,7 @@ def calibrate_exit(module: ACTLitModule, datamodule: LightningDataModule, cfg: D
     module.eval()
     with torch.no_grad():
         stacks = [module.stack(batch, module.steps_for("val"))
-                  for batch in datamodule.val_dataloader()[EVAL_SPLITS["validate"].index("val")]]
+                  for batch in named_loaders(datamodule.val_dataloader(), "validate")["val"]]
     result = calibrate(name, module.act, stacks, kind, float(options["max_drop"]),
                        float(options.get("delta", 0.1)), options.get("candidates", 40))
     module.exit_rule = (Fixed() if result.threshold is None

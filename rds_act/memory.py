@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from rds_act.data.base import first_rows
+from rds_act.data.base import first_rows, named_loaders
 from rds_act.errors import ConfigError
 
 GIB = 2**30
@@ -71,8 +71,7 @@ def check_memory(module: torch.nn.Module, datamodule: object, cfg: DictConfig,
         return
     try:  # two validation samples; fit and test set the datamodule up the same way
         datamodule.setup("fit")
-        loader = datamodule.val_dataloader()
-        probe = first_rows(loader[0] if isinstance(loader, list) else loader)
+        probe = first_rows(named_loaders(datamodule.val_dataloader(), "validate")["val"])
     except Exception:  # noqa: BLE001 - a datamodule of a user's own: its own setup will say
         return
     if probe is None:

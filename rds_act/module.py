@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from rds_act.act.base import ACTStrategy, StepStack, first_exit, oracle_step
-from rds_act.data.base import EVAL_SPLITS
+from rds_act.data.base import named_loaders
 from rds_act.errors import ConfigError
 from rds_act.losses import TaskLoss
 from rds_act.metrics import ExitRecord, exit_metrics, gather_rows, prediction_rows
@@ -60,10 +60,14 @@ class ACTLitModule(LightningModule):
         self.predictions: list[dict] = []  # per-sample rows of the last test run
 
     # -- shared -------------------------------------------------------------------------------
-    @staticmethod
-    def split_of(stage: str, dataloader_idx: int) -> str:
-        """The split a stage's dataloader serves (validate: val, ood; test: test, ood)."""
-        return EVAL_SPLITS[stage][dataloader_idx]
+    def eval_splits(self, stage: str) -> list[str]:
+        """The splits of the stage's dataloaders now running, by name, in dataloader order."""
+        loaders = self.trainer.val_dataloaders if stage == "validate" else self.trainer.test_dataloaders
+        return list(named_loaders(loaders, stage))
+
+    def split_of(self, stage: str, dataloader_idx: int) -> str:
+        """The split a stage's dataloader ``dataloader_idx`` serves, by the name it is served under."""
+        return self.eval_splits(stage)[dataloader_idx]
 
     def steps_for(self, split: str) -> int:
         return self.ood_T_max if split == "ood" else self.model.T_max
@@ -171,7 +175,7 @@ class ACTLitModule(LightningModule):
         if stage == "validate":
             self.log("train/samples", float(self.samples_seen))
             self.log("train/block_applications", float(self.applications_seen))
-        for split in EVAL_SPLITS[stage]:
+        for split in self.eval_splits(stage):
             self.log_dict(self.metrics[split].compute())
             self.metrics[split].reset()
 

@@ -28,7 +28,7 @@ def predict(module, dm: ARCDataModule, split: str = "test"):
     dev = device()
     module.to(dev).eval()
     dm.setup("test")
-    loader = dm.test_dataloader()[0] if split == "test" else dm.test_dataloader()[1]
+    loader = dm.test_dataloader()[split]
     index, tokens, conf, right, exits = [], [], [], [], []
     for batch in loader:
         batch = {k: v.to(dev) for k, v in batch.items()}

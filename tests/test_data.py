@@ -176,7 +176,7 @@ def test_sparse_bad_variant():
 
 
 def test_batches_carry_steps_required_and_index(rpc):
-    batch = next(iter(rpc.val_dataloader()[1]))
+    batch = next(iter(rpc.val_dataloader()["ood"]))
     assert {"x", "y", "steps_required", "index"} <= set(batch)
     assert batch["x"].shape[1:] == (17, 2)
 
@@ -251,10 +251,30 @@ def test_ddp_processes_share_out_the_samples(world):
         dm.trainer = trainer
         dm.setup()
         shares["train"].append([i for b in dm.train_dataloader() for i in b["index"].tolist()])
-        for split, loader in zip(("val", "ood"), dm.val_dataloader(), strict=True):
+        for split, loader in dm.val_dataloader().items():
             shares[split].append([i for b in loader for i in b["index"].tolist()])
     train = [i for share in shares["train"] for i in share]
     assert len(set(train)) == len(train) == 20 - 20 % world  # disjoint, equal, nothing repeated
     assert len({len(share) for share in shares["train"]}) == 1
     for split in ("val", "ood"):
         assert sorted(i for share in shares[split] for i in share) == list(range(7))
+
+
+def test_evaluation_reads_splits_by_name_not_by_loader_position(compose_cfg):
+    """The ood loader served first must still be scored as ood (its own T_max, its own keys)."""
+    from rds_act.build import build_module, build_trainer
+
+    def validate(order: tuple[str, ...]) -> dict[str, float]:
+        cfg = compose_cfg("task=rpc_small", *TINY, "trainer.enable_progress_bar=false")
+        torch.manual_seed(0)  # the same untrained weights both times
+        module, datamodule = build_module(cfg)
+        datamodule.setup("validate")
+        served = datamodule.val_dataloader()
+        datamodule.val_dataloader = lambda: {split: served[split] for split in order}
+        results = build_trainer(cfg).validate(module, datamodule=datamodule, verbose=False)
+        return {k: v for per_loader in results for k, v in per_loader.items()}
+
+    usual, reversed_ = validate(("val", "ood")), validate(("ood", "val"))
+    assert usual["ood/avg_exit"] != usual["val/avg_exit"]  # the two splits are told apart
+    for key in ("val/acc", "val/avg_exit", "ood/acc", "ood/avg_exit", "val/loss", "ood/loss"):
+        assert reversed_[key] == pytest.approx(usual[key]), key

@@ -101,8 +101,8 @@ def test_batches_serve_the_files_as_stored(data_dir):
     dm.setup()
     assert {s: len(dm.data[s]) for s in ("train", "val", "test", "ood")} == {
         "train": 24, "val": 4, "test": 9, "ood": 9}
-    for split, loader in [("train", dm.train_dataloader()), ("val", dm.val_dataloader()[0]),
-                          ("ood", dm.val_dataloader()[1]), ("test", dm.test_dataloader()[0])]:
+    for split, loader in [("train", dm.train_dataloader()), ("val", dm.val_dataloader()["val"]),
+                          ("ood", dm.val_dataloader()["ood"]), ("test", dm.test_dataloader()["test"])]:
         arrays = {k: np.load(data_dir / ("train" if split == "train" else "test") / f"all__{k}.npy")
                   for k in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices")}
         x, y, pid = expected_rows(arrays)
@@ -163,7 +163,7 @@ def test_ddp_shares_cover_each_split_once(data_dir):
     for rank in range(2):
         dm.trainer = SimpleNamespace(global_rank=rank, world_size=2, current_epoch=0,
                                      reload_dataloaders_every_n_epochs=1)
-        seen.append(gather(dm.test_dataloader()[0])["index"])
+        seen.append(gather(dm.test_dataloader()["test"])["index"])
     assert sorted(np.concatenate(seen).tolist()) == list(range(9))
 
 

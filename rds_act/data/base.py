@@ -6,7 +6,7 @@ import multiprocessing
 import os
 import pickle
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -18,8 +18,19 @@ from rds_act.data.curriculum import Curriculum
 from rds_act.errors import ConfigError
 
 SPLITS = {"train": 0, "val": 1, "test": 2, "ood": 3}
-# the splits each evaluation stage serves, in dataloader order: the one home of that order
+# the splits each evaluation stage serves; its dataloaders come as {split: loader} in this order
 EVAL_SPLITS = {"validate": ("val", "ood"), "test": ("test", "ood")}
+
+
+def named_loaders(loaders: object, stage: str) -> dict[str, object]:
+    """A stage's dataloaders by split name. TaskDataModule serves them by name; a datamodule of
+    a user's own that serves a list (or one loader) is read in ``EVAL_SPLITS[stage]`` order."""
+    if isinstance(loaders, Mapping):
+        return dict(loaders)
+    if loaders is None:
+        return {}
+    return dict(zip(EVAL_SPLITS[stage], loaders if isinstance(loaders, (list, tuple)) else [loaders],
+                    strict=False))
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -334,11 +345,11 @@ class TaskDataModule(LightningDataModule):
         if self.prefetch is not None:
             self.prefetch.stop()
 
-    def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(split, False) for split in EVAL_SPLITS["validate"]]
+    def val_dataloader(self) -> dict[str, DataLoader]:
+        return {split: self._loader(split, False) for split in EVAL_SPLITS["validate"]}
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", False)
 
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(split, False) for split in EVAL_SPLITS["test"]]
+    def test_dataloader(self) -> dict[str, DataLoader]:
+        return {split: self._loader(split, False) for split in EVAL_SPLITS["test"]}
