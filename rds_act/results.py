@@ -100,16 +100,22 @@ def write_predictions(rows: list[dict], output_dir: str | os.PathLike) -> Path |
     return path
 
 
-def read_predictions(run_dir: str | os.PathLike, split: str = "test") -> Predictions | None:
-    """Exit, oracle and required steps of one split from predictions.csv (None when absent)."""
+def read_prediction_rows(run_dir: str | os.PathLike) -> list[dict[str, str]] | None:
+    """predictions.csv as written, one dict per sample (every split; empty strings where a row
+    has no value); None when the run has none. The one reader of that file."""
     path = Path(run_dir) / PREDICTIONS_FILE
     if not path.is_file():
         return None
     with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not set(STEP_COLUMNS) | {"split"} <= set(reader.fieldnames or ()):
-            return None
-        rows = [r for r in reader if r["split"] == split]
+        return list(csv.DictReader(f))
+
+
+def read_predictions(run_dir: str | os.PathLike, split: str = "test") -> Predictions | None:
+    """Exit, oracle and required steps of one split from predictions.csv (None when absent)."""
+    rows = read_prediction_rows(run_dir)
+    if not rows or not set(STEP_COLUMNS) | {"split"} <= set(rows[0]):
+        return None
+    rows = [r for r in rows if r["split"] == split]
     if not rows:
         return None
     return {c: np.array([float(r[c] or 0) for r in rows]) for c in STEP_COLUMNS}

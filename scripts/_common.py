@@ -3,6 +3,7 @@ and build from it (or from a checkpoint, the same way rds-act-eval does)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -52,5 +53,11 @@ def device() -> torch.device:
 
 def run_main(main) -> None:
     """A script's entry point: bad input (an unknown option or key, a missing, corrupt or foreign
-    checkpoint, a value out of range) is one ``error:`` line and exit 2, as in ``rds-act-*``."""
-    one_line_errors(main)()
+    checkpoint, a value out of range) is one ``error:`` line and exit 2, as in ``rds-act-*``. A
+    reader that stops early (``| head``) ends the script quietly, as it does ``cat``."""
+    try:
+        one_line_errors(main)()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise SystemExit(141) from None  # 128 + SIGPIPE, the shell's code for a closed reader

@@ -9,7 +9,6 @@ Prints a markdown table; every figure is recomputed from predictions.csv alone.
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -17,12 +16,12 @@ from pathlib import Path
 from _common import run_main
 
 from rds_act.errors import ConfigError
-from rds_act.results import PREDICTIONS_FILE
+from rds_act.results import PREDICTIONS_FILE, read_prediction_rows
 
 BY = ("difficulty", "steps_required")
 
 
-def parse(argv: list[str]) -> tuple[Path, str, int]:
+def parse(argv: list[str]) -> tuple[list[dict[str, str]], Path, str, int]:
     paths = [a for a in argv if "=" not in a]
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
     unknown = set(opts) - {"by", "buckets"}
@@ -38,10 +37,11 @@ def parse(argv: list[str]) -> tuple[Path, str, int]:
     if not buckets.isdigit() or int(buckets) < 1:
         raise ConfigError(f"buckets={buckets!r} is not allowed; allowed: an integer >= 1")
     path = Path(paths[0]) / PREDICTIONS_FILE
-    if not path.is_file():
+    rows = read_prediction_rows(paths[0])
+    if rows is None:
         raise ConfigError(f"{path} does not exist; allowed: a run dir written by rds-act-train "
                           "or rds-act-eval")
-    return path, by, int(buckets)
+    return rows, path, by, int(buckets)
 
 
 def mean(rows: list[dict], column: str) -> float:
@@ -49,9 +49,7 @@ def mean(rows: list[dict], column: str) -> float:
 
 
 def main() -> None:
-    path, by, buckets = parse(sys.argv[1:])
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows, path, by, buckets = parse(sys.argv[1:])
     if not rows or by not in rows[0]:
         raise ConfigError(f"{path} has no {by!r} column")
     print(f"| split | {by} | n | acc at exit | acc at last step | mean exit | mean steps_required |")
