@@ -12,7 +12,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning import LightningDataModule
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rds_act.act.calibrate import calibrate, check_calibratable, rule_at
 from rds_act.act.fixed import Fixed
@@ -83,8 +83,11 @@ def calibrate_exit(module: ACTLitModule, datamodule: LightningDataModule, cfg: D
     with torch.no_grad():
         stacks = [module.stack(batch, module.steps_for("val"))
                   for batch in named_loaders(datamodule.val_dataloader(), "validate")["val"]]
+    candidates = options.get("candidates", 40)
+    if isinstance(candidates, ListConfig):  # a list of thresholds of the user's choosing
+        candidates = OmegaConf.to_container(candidates)
     result = calibrate(name, module.act, stacks, kind, float(options["max_drop"]),
-                       float(options.get("delta", 0.1)), options.get("candidates", 40))
+                       float(options.get("delta", 0.1)), candidates)
     module.exit_rule = (Fixed() if result.threshold is None
                         else rule_at(name, module.act, result.threshold, kind))
     chosen = "none certified: every step runs" if result.threshold is None else f"{result.threshold:.4g}"

@@ -95,6 +95,23 @@ def test_eval_with_the_users_exit_rule(project: Path, trained: Path):
     assert not (project / "runs" / "bad_rule").exists()
 
 
+def test_the_users_exit_rule_is_calibrated_over_the_thresholds_it_is_given(project: Path, trained: Path):
+    # 2.0 never exits (every step runs), 0.0 exits at step 1; at max_drop 0.99 both are certified
+    # and the calibration takes the more aggressive one
+    ckpt = f"ckpt_path={trained}/checkpoints/last.ckpt"
+    proc = run(project, "rds_act.eval", ckpt, "eval.exit_rule=my_ext.exits.ConfidentExit",
+               "eval.calibrate.max_drop=0.99", "eval.calibrate.candidates=[2.0,0.0]",
+               "hydra.run.dir=runs/eval_calibrated")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = metrics(project / "runs" / "eval_calibrated")
+    assert m["calibrate/threshold"] == 0.0 and m["calibrate/tested"] == 2
+    assert m["test/avg_exit"] == 1.0
+    # a count of candidates needs a grid the rule does not have: one line that says to list them
+    line = one_error_line(run(project, "rds_act.eval", ckpt, "eval.exit_rule=my_ext.exits.ConfidentExit",
+                              "eval.calibrate.max_drop=0.1", "hydra.run.dir=runs/bad_calibration"))
+    assert "eval.calibrate.candidates=40" in line and "give them as a list" in line
+
+
 def test_sweep_and_report_over_the_users_options(project: Path):
     searchpath = f"hydra.searchpath=[file://{project / 'conf'}]"
     proc = run(project, "rds_act.train", "-m", searchpath, "task=majority", "act=halt_at,fixed",

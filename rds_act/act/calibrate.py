@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -81,10 +81,38 @@ def rule_at(name: str, strategy: ACTStrategy, threshold: float, task_kind: str) 
     return build_exit_rule(name, strategy, threshold, task_kind)
 
 
+def is_own_rule(name: object) -> bool:
+    """A user's rule named by its dotted path (called with the threshold, as ``eval.threshold``)."""
+    return isinstance(name, str) and "." in name
+
+
+def candidate_thresholds(name: str, candidates: object) -> list[float]:
+    """The thresholds to test, most conservative first: ``candidates`` of the rule's own grid
+    (an integer), or the list given (the only form for a rule of the user's own)."""
+    if isinstance(candidates, Sequence) and not isinstance(candidates, str):
+        values = list(candidates)
+        if not values or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                 and math.isfinite(v) for v in values):
+            raise ConfigError(f"eval.calibrate.candidates={values!r} is not allowed; allowed: an "
+                              "integer >= 2, or a non-empty list of finite thresholds, most "
+                              "conservative first")
+        return [float(v) for v in values]
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 2:
+        raise ConfigError(f"eval.calibrate.candidates={candidates!r} is not allowed; allowed: an "
+                          "integer >= 2, or a list of thresholds, most conservative first")
+    if name not in CANDIDATES:
+        raise ConfigError(f"eval.calibrate.candidates={candidates}: eval.exit_rule={name} has no "
+                          "built-in grid of thresholds; give them as a list, most conservative "
+                          "first, e.g. 'eval.calibrate.candidates=[0.99,0.95,0.9]'")
+    return CANDIDATES[name](candidates)
+
+
 def check_calibratable(name: object, strategy: ACTStrategy, threshold: object) -> None:
-    if not isinstance(name, str) or name not in CANDIDATES:
+    if not (isinstance(name, str) and (name in CANDIDATES or is_own_rule(name))):
         raise ConfigError(f"eval.calibrate.max_drop with eval.exit_rule={name!r}: only rules with a "
-                          f"threshold can be calibrated; allowed: {', '.join(CANDIDATES)}")
+                          f"threshold can be calibrated; allowed: {', '.join(CANDIDATES)}, or a "
+                          "rule of your own by its dotted path (called with each candidate "
+                          "threshold)")
     if name == "halt_head" and not hasattr(strategy, "threshold"):
         raise ConfigError(f"eval.calibrate.max_drop with act={strategy.name}: its halting rule has "
                           "no probability threshold to calibrate (plsd, better_plsd and overthink "
@@ -96,18 +124,16 @@ def check_calibratable(name: object, strategy: ACTStrategy, threshold: object) -
 
 def calibrate(
     name: str, strategy: ACTStrategy, stacks: list[StepStack], task_kind: str,
-    max_drop: float, delta: float = 0.1, candidates: int = 40,
+    max_drop: float, delta: float = 0.1, candidates: int | Sequence[float] = 40,
 ) -> Calibration:
     """Choose ``name``'s threshold on the validation ``stacks`` (every step of every sample)."""
     check_range("eval.calibrate.max_drop", max_drop, 0.0, 1.0)
     check_range("eval.calibrate.delta", delta, 0.0, 1.0)
-    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 2:
-        raise ConfigError(f"eval.calibrate.candidates={candidates!r} is not allowed; allowed: an "
-                          "integer >= 2")
+    thresholds = candidate_thresholds(name, candidates)
     last = torch.cat([s.correct[-1].reshape(s.correct.shape[1], -1).all(1) for s in stacks])
     n = last.numel()
     chosen, chosen_stats, tested = None, None, 0
-    for threshold in CANDIDATES[name](candidates):
+    for threshold in thresholds:
         rule = rule_at(name, strategy, threshold, task_kind)
         hits, exits = [], []
         for stack in stacks:
