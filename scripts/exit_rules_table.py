@@ -1,7 +1,7 @@
 """Every threshold exit rule calibrated to one max_drop, on the runs of one task, over seeds.
 
     python scripts/exit_rules_table.py <run dir> [<run dir> ...] [max_drop=0.01] [delta=0.1]
-        [rules=halt_head,entropy,stability,kl,acceleration] [out=outputs/exit_rules/<time>]
+        [rules=halt_head,entropy,stability,kl,acceleration[,routing]] [out=outputs/exit_rules/<time>]
 
 For each run (its best-val/loss checkpoint, else last.ckpt) and each rule, runs ``rds-act-eval
 eval.exit_rule=<rule> eval.calibrate.max_drop=<max_drop>`` into ``out/<run>_<rule>/`` and prints
@@ -24,7 +24,8 @@ from _common import run_main
 
 from rds_act.errors import ConfigError
 
-RULES = ("halt_head", "entropy", "stability", "kl", "acceleration")
+DEFAULT_RULES = ("halt_head", "entropy", "stability", "kl", "acceleration")
+RULES = (*DEFAULT_RULES, "routing")  # routing: for a model with an expert library (dyntrm_moe)
 
 
 def parse(argv: list[str]) -> tuple[list[Path], dict[str, str]]:
@@ -39,7 +40,7 @@ def parse(argv: list[str]) -> tuple[list[Path], dict[str, str]]:
     for run in runs:
         if not (run / "checkpoints").is_dir():
             raise ConfigError(f"{str(run)!r} is not a training run dir (no checkpoints/)")
-    for rule in opts.get("rules", ",".join(RULES)).split(","):
+    for rule in opts.get("rules", ",".join(DEFAULT_RULES)).split(","):
         if rule not in RULES:
             raise ConfigError(f"rules={opts['rules']!r}: {rule!r} is unknown; allowed: {', '.join(RULES)}")
     return runs, opts
@@ -61,7 +62,7 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     runs, opts = parse(sys.argv[1:])
     max_drop, delta = opts.get("max_drop", "0.01"), opts.get("delta", "0.1")
-    rules = opts.get("rules", ",".join(RULES)).split(",")
+    rules = opts.get("rules", ",".join(DEFAULT_RULES)).split(",")
     out = Path(opts.get("out", f"outputs/exit_rules/{time.strftime('%Y-%m-%d_%H-%M-%S')}"))
     if out.exists():
         raise ConfigError(f"out={str(out)!r} exists; allowed: a new directory")

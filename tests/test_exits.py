@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from rds_act.act import ACTGraves, BetterPLSD, Fixed, Ponder, StepStack, build_exit_rule, first_exit
-from rds_act.act.exits import AccelerationExit, EntropyExit, KLExit, OracleExit, StabilityExit
+from rds_act.act.exits import (
+    AccelerationExit,
+    EntropyExit,
+    KLExit,
+    OracleExit,
+    RoutingExit,
+    StabilityExit,
+)
 from rds_act.errors import ConfigError
 from rds_act.models import DynTRM
 from rds_act.models.dyntrm import Unrolled
@@ -24,7 +31,7 @@ def unrolled(preds=None, summaries=None, steps=3, n=2) -> Unrolled:
 
 def test_unknown_exit_names_value_and_choices():
     with pytest.raises(ConfigError, match="eval.exit_rule='nope' is unknown; allowed: halt_head, "
-                                          "entropy, stability, kl, acceleration, oracle, fixed"):
+                                          "entropy, stability, kl, acceleration, routing, oracle, fixed"):
         build_exit_rule("nope", Fixed())
 
 
@@ -201,3 +208,38 @@ def test_kl_is_refused_for_regression_and_thresholds_are_checked():
         build_exit_rule("kl", Fixed(), task_kind="regression")
     with pytest.raises(ConfigError, match="eval.threshold=-1"):
         build_exit_rule("acceleration", Fixed(), threshold=-1.0)
+
+
+def test_routing_exit_on_an_expert_model_stops_when_its_routing_turns_sparse():
+    """The activation-sparsity rule on a real dyntrm_moe: each sample leaves at the first step
+    whose mean router entropy over its tokens (computed here from the router by hand) is below
+    the threshold; the compacted path agrees; a dense model is one error line."""
+    torch.manual_seed(0)
+    model = DynTRM(PairTokenEncoder(16, 32), ClassReadout(32, 16), d_model=32, n_heads=4, T_max=6,
+                   num_experts=4, top_k=1).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    g = torch.Generator().manual_seed(1)
+    batch = {"x": torch.randint(0, 16, (64, 9, 2), generator=g)}
+    logits, state = [], model.init_state(batch)
+    hook = model.experts.router.register_forward_hook(lambda m, i, o: logits.append(o))
+    with torch.no_grad():
+        for _ in range(6):  # one router call per step: the library is the block's one MLP
+            state = model.step(state).state
+        hook.remove()
+        probs = torch.softmax(torch.stack(logits).float(), -1)  # [T, B * L, E]
+        entropy = (-(probs * probs.log()).sum(-1)).view(6, 64, -1).mean(2)  # [T, B]
+        unrolled = model.unroll(batch)
+    torch.testing.assert_close(unrolled.router_entropy, entropy)
+    assert entropy.max() <= math.log(4) + 1e-5
+    threshold = float(entropy.median())
+    want = first_true(entropy < threshold, 6)
+    assert torch.equal(first_exit(unrolled, RoutingExit(threshold)), want)
+    _, exits = model.adaptive_forward(batch, RoutingExit(threshold))
+    assert torch.equal(exits, want) and len(exits.unique()) > 1
+    assert model.adaptive_forward(batch, RoutingExit(0.0))[1].eq(6).all()
+    assert build_exit_rule("routing", Fixed()).threshold == 0.1
+    dense, dense_batch = sure_model()
+    with pytest.raises(ConfigError, match="eval.exit_rule=routing reads the expert library's routing"):
+        dense.adaptive_forward(dense_batch, RoutingExit(0.5))

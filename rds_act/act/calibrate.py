@@ -32,6 +32,7 @@ CANDIDATES: dict[str, Callable[[int], list[float]]] = {
     "entropy": lambda n: torch.logspace(-5, math.log10(3.0), n).tolist(),
     "kl": lambda n: torch.logspace(-7, 0, n).tolist(),
     "acceleration": lambda n: torch.logspace(-4, 0, n).tolist(),
+    "routing": lambda n: torch.logspace(-5, math.log10(3.0), n).tolist(),  # nats, as entropy
     "stability": lambda n: (1 - torch.logspace(-7, math.log10(0.5), n)).tolist(),
     "halt_head": lambda n: torch.linspace(0.999, 0.05, n).tolist(),  # sigma(halt) > threshold
 }

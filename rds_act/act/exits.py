@@ -19,8 +19,9 @@ from rds_act.act.fixed import Fixed
 from rds_act.errors import ConfigError, check_choice, check_range, locate
 from rds_act.models.dyntrm import StepOut
 
-EXIT_RULES = ("halt_head", "entropy", "stability", "kl", "acceleration", "oracle", "fixed")
-DEFAULT_THRESHOLDS = {"entropy": 0.5, "stability": 0.99, "kl": 5e-4, "acceleration": 0.05}
+EXIT_RULES = ("halt_head", "entropy", "stability", "kl", "acceleration", "routing", "oracle", "fixed")
+DEFAULT_THRESHOLDS = {"entropy": 0.5, "stability": 0.99, "kl": 5e-4, "acceleration": 0.05,
+                      "routing": 0.1}
 
 
 class EntropyExit:
@@ -99,6 +100,24 @@ class AccelerationExit:
         return halt, (summary, size)
 
 
+class RoutingExit:
+    """Exit once the expert library routes the sample sparsely: its tokens' mean router entropy
+    (nats; 0 = every token sure of one expert, ln E = no preference) below ``threshold``. The
+    seed notes' activation-sparsity signal: a sample whose path through the experts has settled
+    on a specialised route is taken as decided. Needs ``model=dyntrm_moe`` (an expert library)."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLDS["routing"]):
+        check_range("eval.threshold", threshold, 0.0)
+        self.threshold = threshold
+
+    def __call__(self, step: StepOut, t: int, carry: Any = None) -> tuple[Tensor, Any]:
+        if step.routing is None:
+            raise ConfigError("eval.exit_rule=routing reads the expert library's routing, but this "
+                              "model has none; use a model with experts (model=dyntrm_moe) or "
+                              "another rule (entropy, kl, stability, acceleration)")
+        return step.routing.entropy < self.threshold, carry
+
+
 class OracleExit:
     """Exit at ``t* = argmin_t ℓ_t``: an upper bound for any halting rule, not a real one."""
 
@@ -148,7 +167,8 @@ def build_exit_rule(
 ) -> Callable:
     """The exit rule called ``name``; ``threshold`` (None: the rule's default) is only for
     ``entropy`` (default 0.5 nats), ``stability`` (default cosine 0.99), ``kl`` (default 5e-4
-    nats) and ``acceleration`` (default 0.05 of the last step size).
+    nats), ``acceleration`` (default 0.05 of the last step size) and ``routing`` (default 0.1
+    nats of router entropy).
 
     ``halt_head`` returns ``strategy`` itself (tune it through the strategy, e.g. ``act.threshold``).
     ``entropy`` needs class probabilities, so it is refused for ``task_kind='regression'``.
@@ -178,4 +198,6 @@ def build_exit_rule(
         return KLExit(DEFAULT_THRESHOLDS["kl"] if threshold is None else threshold)
     if name == "acceleration":
         return AccelerationExit(DEFAULT_THRESHOLDS["acceleration"] if threshold is None else threshold)
+    if name == "routing":
+        return RoutingExit(DEFAULT_THRESHOLDS["routing"] if threshold is None else threshold)
     return StabilityExit(DEFAULT_THRESHOLDS["stability"] if threshold is None else threshold)

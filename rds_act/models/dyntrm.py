@@ -49,8 +49,9 @@ class Unrolled:
 
     With an expert library (``num_experts > 0``), ``balance_loss`` is its load-balancing loss
     averaged over the steps, ``aux_loss`` that loss times ``balance_weight`` (the backbone's own
-    term, which the LightningModule adds to any strategy's loss) and ``expert_usage``
-    ``[steps, E]`` each step's share of token-assignments per expert; all None for a dense model.
+    term, which the LightningModule adds to any strategy's loss), ``expert_usage`` ``[steps, E]``
+    each step's share of token-assignments per expert and ``router_entropy`` ``[steps, B]`` each
+    row's mean router entropy per step; all None for a dense model.
     """
 
     preds: Tensor
@@ -59,14 +60,18 @@ class Unrolled:
     balance_loss: Tensor | None = None
     expert_usage: Tensor | None = None
     aux_loss: Tensor | None = None
+    router_entropy: Tensor | None = None
 
     @property
     def steps(self) -> int:
         return self.preds.shape[0]
 
     def step(self, t: int) -> StepOut:
-        """Step ``t`` (1-based) as a StepOut without recurrent state."""
-        return StepOut(None, self.preds[t - 1], self.halt_logits[t - 1], self.summaries[t - 1])
+        """Step ``t`` (1-based) as a StepOut without recurrent state (its routing without the
+        balance loss, which the unroll keeps only as the mean over steps)."""
+        routing = None if self.router_entropy is None else Routing(
+            None, self.expert_usage[t - 1], self.router_entropy[t - 1])
+        return StepOut(None, self.preds[t - 1], self.halt_logits[t - 1], self.summaries[t - 1], routing)
 
 
 def step_signal(t: int, d_model: int, device: torch.device | None = None) -> Tensor:
@@ -301,6 +306,7 @@ class DynTRM(nn.Module):
         if routed:
             unrolled.balance_loss = torch.stack([r.balance_loss for r in routed]).mean()
             unrolled.expert_usage = torch.stack([r.usage for r in routed])
+            unrolled.router_entropy = torch.stack([r.entropy for r in routed])
             unrolled.aux_loss = self.balance_weight * unrolled.balance_loss
         return unrolled
 

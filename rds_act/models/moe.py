@@ -18,11 +18,15 @@ class Routing:
     """What one pass through the library routed: the Switch/GShard load-balancing loss
     ``E * sum_e f_e * P_e`` (``f_e``: share of token-assignments to expert e, ``P_e``: mean
     router probability; 1 when routing is uniform, up to E when it collapses) and ``usage`` the
-    shares ``f_e`` (detached, sums to 1). Returned with the output, not kept on the module, so a
-    recomputed (checkpointed) or compiled pass leaves no state behind."""
+    shares ``f_e`` (detached, sums to 1); ``entropy`` ``[B]`` each row's mean router entropy
+    over its tokens (nats, detached; 0 when every token is sure of its expert, ln E when the router
+    cannot choose): how sparse the row's routing is, a confidence signal for an exit rule.
+    Returned with the output, not kept on the module, so a recomputed (checkpointed) or compiled
+    pass leaves no state behind. ``balance_loss`` is None on a step read back from an unroll."""
 
-    balance_loss: Tensor
+    balance_loss: Tensor | None
     usage: Tensor
+    entropy: Tensor
 
 
 class ExpertLibrary(nn.Module):
@@ -72,4 +76,7 @@ class ExpertLibrary(nn.Module):
             out.index_add_(0, rows, y.to(out.dtype))
         share = F.one_hot(expert, self.num_experts).float().sum(1).mean(0) / self.top_k  # f_e
         balance = self.num_experts * (share * probs.mean(0)).sum()
-        return out.view_as(x), Routing(balance, share.detach())
+        with torch.no_grad():
+            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+            entropy = entropy.view(x.shape[0], -1).mean(1)
+        return out.view_as(x), Routing(balance, share.detach(), entropy)
