@@ -123,6 +123,7 @@ def test_unknown_group_option_names_value_and_choices():
         ("act.threshold=1.5", r"act.threshold=1.5 is not allowed; allowed: a number in \[0, 1\]"),
         ("act.tolerance=-0.5", r"act.tolerance=-0.5 is not allowed; allowed: a number >= 0"),
         ("act.halt_target=soon", r"act.halt_target='soon' is unknown; allowed: loss, loss_right, correct"),
+        ("act.unsolved=first", r"act.unsolved='first' is unknown; allowed: argmin, last"),
         ("model.halt_grad=2", r"model.halt_grad=2 is not allowed; allowed: a number in \[0, 1\]"),
         ("model.halt_hidden=-1", r"model.halt_hidden=-1 must be >= 0"),
         ("model.block_layers=0", r"model.block_layers=0 .*allowed: an integer >= 1"),

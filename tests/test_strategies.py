@@ -205,6 +205,25 @@ def test_loss_right_never_targets_a_wrong_step_within_the_tolerance():
     assert right["halt_target_step"].item() == pytest.approx((2 + 1 + 1) / 3)
 
 
+@pytest.mark.parametrize("cls", [PLSD, BetterPLSD, Overthink])
+def test_unsolved_last_teaches_a_sample_no_step_solves_to_think_to_the_end(cls):
+    """The halting collapse: a sample wrong at every step has about equal losses, so the tolerant
+    argmin sends it to step 1, beside the samples step 1 solves. `unsolved=last` sends it to T."""
+    losses = [[0.70, 0.30, 0.72], [0.62, 0.29, 0.69], [0.61, 0.28, 0.70]]  # [T=3][B=3]
+    correct = [[False, True, False], [True, True, False], [True, True, False]]
+    stack = make_stack(losses, correct=correct)
+    kw = {"mode": "step_cost", "beta": 0.0} if cls is Overthink else {}
+    _, argmin = cls(tolerance=0.1, **kw).loss(stack, {})
+    _, last = cls(tolerance=0.1, unsolved="last", **kw).loss(stack, {})
+    # sample 2 is wrong at every step: argmin 1, last 3; samples 0 and 1 keep their targets (1, 1)
+    assert argmin["halt_target_step"].item() == pytest.approx((1 + 1 + 1) / 3)
+    assert last["halt_target_step"].item() == pytest.approx((1 + 1 + 3) / 3)
+    _, right = cls(tolerance=0.1, halt_target="loss_right", unsolved="last", **kw).loss(stack, {})
+    assert right["halt_target_step"].item() == pytest.approx((2 + 1 + 3) / 3)
+    with pytest.raises(ConfigError, match="act.unsolved='first' is unknown; allowed: argmin, last"):
+        cls(unsolved="first")
+
+
 def test_correct_halt_target_is_first_step_from_which_the_answer_stays_right():
     correct = torch.tensor([[False, True, True],
                             [True, False, True],

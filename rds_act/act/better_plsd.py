@@ -25,11 +25,11 @@ class BetterPLSD(PLSD):
 
     def __init__(
         self, threshold: float = 0.7, halt_weight: float = 1.0, ds_weight: float = 0.0,
-        tolerance: float = 0.0, halt_target: str = "loss",
+        tolerance: float = 0.0, halt_target: str = "loss", unsolved: str = "argmin",
     ):
         check_range("act.ds_weight", ds_weight, 0.0)
         super().__init__(halt_weight=halt_weight, threshold=threshold, tolerance=tolerance,
-                         halt_target=halt_target)
+                         halt_target=halt_target, unsolved=unsolved)
         self.ds_weight = ds_weight
 
     @property

@@ -44,9 +44,10 @@ class Overthink(BetterPLSD):
         ds_weight: float = 0.0,
         tolerance: float = 0.0,
         halt_target: str = "loss",
+        unsolved: str = "argmin",
     ):
         super().__init__(threshold=threshold, halt_weight=halt_weight, ds_weight=ds_weight,
-                         tolerance=tolerance, halt_target=halt_target)
+                         tolerance=tolerance, halt_target=halt_target, unsolved=unsolved)
         check_choice("act.mode", mode, MODES)
         check_range("act.beta", beta, 0.0)
         check_range("act.warmup", warmup, 0.0)

@@ -31,20 +31,29 @@ class PLSD(ACTStrategy):
     of those, only steps as right as the best one, so a wrong step near the decision boundary is
     never the target); ``halt_target='correct'``: the earliest step from which the prediction
     stays right (samples wrong at the last step: T).
+
+    ``unsolved`` places the target of a sample that no step gets right: ``argmin`` (the loss's,
+    over steps that are all about equally wrong: usually step 1) or ``last`` (think to the end).
+    A head that sees an unsure step 1 cannot tell such a sample from one a later step will solve;
+    with ``argmin`` both groups share the step-1 target, and once they and the samples step 1
+    already solves are the majority the head halts every sample there (the halting collapse).
     """
 
     name = "plsd"
     HALT_TARGETS = ("loss", "loss_right", "correct")
+    UNSOLVED = ("argmin", "last")
 
     def __init__(
         self, halt_weight: float = 1.0, threshold: float = 0.5, tolerance: float = 0.0,
-        halt_target: str = "loss",
+        halt_target: str = "loss", unsolved: str = "argmin",
     ):
         super().__init__()
         check_range("act.halt_weight", halt_weight, 0.0)
         check_range("act.threshold", threshold, 0.0, 1.0)
         check_range("act.tolerance", tolerance, 0.0)
         check_choice("act.halt_target", halt_target, self.HALT_TARGETS)
+        check_choice("act.unsolved", unsolved, self.UNSOLVED)
+        self.unsolved = unsolved
         self.halt_weight, self.threshold, self.tolerance = halt_weight, threshold, tolerance
         self.halt_target = halt_target
 
@@ -64,7 +73,10 @@ class PLSD(ACTStrategy):
         if self.halt_target == "correct":
             return first_stable_correct(stack.correct, torch.full_like(costs[0], stack.steps).long())
         right = stack.correct if self.halt_target == "loss_right" else None
-        return tolerant_step(costs, self.tolerance, right)
+        target = tolerant_step(costs, self.tolerance, right)
+        if self.unsolved == "last":
+            target = torch.where(stack.correct.any(0), target, torch.full_like(target, stack.steps))
+        return target
 
     def answer_loss(self, stack: StepStack, halt_at: Tensor) -> Tensor:
         """The readout's share of the loss (deep supervision: the mean over steps); the task's
