@@ -36,6 +36,11 @@ class CurriculumStep(Callback):
     ``callbacks=none`` must not stop one. Runs before the module's own epoch-end hook, which
     resets the accuracies, and before the checkpoint callbacks, which save the new level."""
 
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        curriculum = getattr(getattr(trainer, "datamodule", None), "curriculum", None)
+        if curriculum is not None and curriculum.mix:  # the accuracy on the level alone
+            pl_module.curriculum_level = int(trainer.datamodule.level)
+
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datamodule = getattr(trainer, "datamodule", None)
         curriculum = getattr(datamodule, "curriculum", None)

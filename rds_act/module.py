@@ -55,6 +55,9 @@ class ACTLitModule(LightningModule):
         self.train_acc = nn.ModuleDict(
             {"exit": MeanMetric(), "final": MeanMetric(), "oracle": MeanMetric()}
         )
+        # the curriculum's level while it mixes in the whole range (``CurriculumStep`` sets it):
+        # the training accuracies then count the samples within the level only
+        self.curriculum_level: int | None = None
         self.samples_seen = 0  # training samples so far, all ranks together (learning curves)
         self.applications_seen = 0  # applications of the shared block in training (compute)
         self.predictions: list[dict] = []  # per-sample rows of the last test run
@@ -118,9 +121,10 @@ class ACTLitModule(LightningModule):
             hit = stack.correct.gather(0, (exit_step - 1)[None])[0].float()
             at_oracle = stack.correct.gather(0, (oracle_step(stack.losses) - 1)[None])[0].float()
         final = stack.correct[-1].float()
-        self.train_acc["exit"].update(hit)
-        self.train_acc["final"].update(final)
-        self.train_acc["oracle"].update(at_oracle)
+        weight = self.in_level(batch)
+        self.train_acc["exit"].update(hit, weight)
+        self.train_acc["final"].update(final, weight)
+        self.train_acc["oracle"].update(at_oracle, weight)
         if not self.logs_this_step():
             return loss
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
@@ -153,6 +157,13 @@ class ACTLitModule(LightningModule):
     def batch_applications(self, batch: dict[str, Tensor]) -> int:
         """Shared-block applications one training batch cost: every row unrolled to T_max."""
         return batch["index"].shape[0] * self.model.T_max * self.model.block_applications
+
+    def in_level(self, batch: dict[str, Tensor]) -> Tensor | float:
+        """Weights of a training batch's rows in the epoch's accuracies: 1 within the
+        curriculum's level, 0 for the rows ``curriculum.mix`` drew above it (1 without a mix)."""
+        if self.curriculum_level is None or "difficulty" not in batch:
+            return 1.0
+        return (batch["difficulty"] <= self.curriculum_level).float()
 
     def train_accuracy(self, name: str) -> float:
         """The epoch's training accuracy so far: ``exit``, ``final`` or ``oracle`` (t*)."""

@@ -187,8 +187,9 @@ class DeepSupervisionModule(ACTLitModule):
             n = rows["index"].shape[0]
             if halt.any():  # accuracy at each row's exit (its last step here) and the steps it ran
                 hit = correct[0][halt].float()
+                weight = self.in_level({k: v[halt] for k, v in rows.items() if k == "difficulty"})
                 for metric in self.train_acc.values():
-                    metric.update(hit)
+                    metric.update(hit, weight)
                 if self.logs_this_step():
                     self.log("train/acc", hit.mean(), batch_size=int(halt.sum()))
                     self.log("train/halt_steps", steps[halt].float().mean(), batch_size=int(halt.sum()))

@@ -129,6 +129,7 @@ def test_unknown_group_option_names_value_and_choices():
         ("model.block_layers=0", r"model.block_layers=0 .*allowed: an integer >= 1"),
         ("task.datamodule.curriculum.metric=best", r"curriculum.metric='best' is unknown"),
         ("task.datamodule.curriculum.start=0", r"curriculum.start=0 must be a positive integer"),
+        ("task.datamodule.curriculum.mix=-0.1", r"curriculum.mix=-0.1 must be a number in \[0, 1\)"),
     ],
 )
 def test_bad_values_raise_config_error(compose_cfg, override, message):

@@ -40,6 +40,62 @@ def test_training_range_starts_easy_and_widens_on_mastery(cls, top):
     assert dm.level == top and not dm.promote(1.0)  # capped at the task's own top difficulty
 
 
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("cls", [RPCDataModule, ParityDataModule])
+def test_mix_draws_that_share_from_the_whole_range_and_zero_leaves_the_stream(cls, batched):
+    def train(mix):
+        dm = cls(n_train=4000, n_val=50, n_test=50, n_ood=50, seed=1, batched=batched,
+                 curriculum={**CURRICULUM, "mix": mix})
+        return dm.make_split("train")["difficulty"]
+
+    before = cls(n_train=4000, n_val=50, n_test=50, n_ood=50, seed=1, batched=batched,
+                 curriculum=CURRICULUM).make_split("train")["difficulty"]
+    assert torch.equal(train(0.0), before)  # mix 0: today's stream, sample for sample
+    mixed = train(0.25)
+    lo, hi = cls(seed=1).difficulty_range("train")
+    above = (mixed > 2).float().mean().item()  # a whole-range draw lands above level 2 ...
+    assert above == pytest.approx(0.25 * (hi - 2) / (hi - lo + 1), abs=0.025)
+    assert int(mixed.max()) == hi and int(mixed.min()) == lo  # ... up to the top
+
+
+def test_a_mixed_curriculum_promotes_on_the_samples_within_its_level(compose_cfg):
+    """The samples drawn above the level are not yet learnt; counted, they would hold the
+    curriculum back. The epoch's accuracy averages the rows within the level only."""
+    cfg = compose_cfg("task=rpc", *TINY, "task.datamodule.curriculum.mix=0.5",
+                      "task.datamodule.curriculum.start=1")
+    L.seed_everything(0)
+    module, dm = build_module(cfg)
+    module.log = module.log_dict = lambda *args, **kwargs: None  # no trainer attached
+    dm.trainer = FakeTrainer()
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    within = batch["difficulty"] <= 1
+    assert 0 < int(within.sum()) < len(within)
+    module.curriculum_level = 1  # what CurriculumStep sets at the epoch's start
+    module.training_step(batch, 0)
+    with torch.no_grad():
+        final = module.stack(batch).correct[-1]
+    assert float(module.train_acc["final"].compute()) == pytest.approx(float(final[within].float().mean()))
+
+
+def test_training_with_a_mix_scores_each_epoch_at_its_own_level(compose_cfg):
+    cfg = compose_cfg("task=rpc", *TINY, "trainer.max_epochs=3", "task.datamodule.curriculum.mix=0.3",
+                      "task.datamodule.curriculum.threshold=0.0",
+                      "task.datamodule.curriculum.start=1", "trainer.enable_progress_bar=false")
+    L.seed_everything(0)
+    module, datamodule = build_module(cfg)
+    build_trainer(cfg).fit(module, datamodule=datamodule)
+    assert datamodule.level == 4 and module.curriculum_level == 3  # the last epoch began at 3
+    assert int(datamodule.data["train"].tensors["difficulty"].max()) > 3  # the mix reached above
+
+
+def test_mix_is_refused_by_a_fixed_training_set():
+    from rds_act.data.sudoku import SudokuDataModule
+
+    with pytest.raises(ConfigError, match=r"curriculum.mix=0.2 is not supported by task=sudoku.*allowed: 0"):
+        SudokuDataModule(size=4, curriculum={"start": 4, "mix": 0.2})
+
+
 def test_curriculum_state_round_trips():
     dm = RPCDataModule(seed=0, curriculum=CURRICULUM)
     dm.promote(0.9)
@@ -57,7 +113,8 @@ def test_without_curriculum_the_full_range_is_drawn():
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"start": 0}, "curriculum.start=0"), ({"step": 1.5}, "curriculum.step=1.5"),
-     ({"threshold": 1.2}, r"curriculum.threshold=1.2 must be a number in \[0, 1\]")],
+     ({"threshold": 1.2}, r"curriculum.threshold=1.2 must be a number in \[0, 1\]"),
+     ({"mix": 1.0}, r"curriculum.mix=1.0 must be a number in \[0, 1\)")],
 )
 def test_bad_curriculum_values(kwargs, message):
     with pytest.raises(ConfigError, match=message):

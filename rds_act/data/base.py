@@ -178,6 +178,10 @@ class TaskDataModule(LightningDataModule):
 
     name = "task"
 
+    # whether ``curriculum.mix`` works: it needs each sample's difficulty drawn by
+    # ``draw_difficulty`` / ``draw_difficulties`` (a fixed, cached set cannot mix)
+    mixes_curriculum = True
+
     def __init__(
         self,
         n_train: int = 8000,
@@ -216,6 +220,12 @@ class TaskDataModule(LightningDataModule):
                     "start, step, threshold"
                 )
             self.curriculum = Curriculum(**curriculum)
+            if self.curriculum.mix and not self.mixes_curriculum:
+                raise ConfigError(
+                    f"task.datamodule.curriculum.mix={self.curriculum.mix} is not supported by "
+                    f"task={getattr(self, 'name', type(self).__name__)}: its training set is fixed and capped at the level; "
+                    "allowed: 0"
+                )
         self._train_key: tuple[int, int | None] = (0, None)
         self.data: dict[str, TensorDictDataset] = {}
         # the next epoch's fresh samples made while this one trains (``Prefetch``)
@@ -230,7 +240,8 @@ class TaskDataModule(LightningDataModule):
         lo, hi = self.difficulty_range(split)
         if split == "train" and self.curriculum is not None:
             self.curriculum.clamp(lo, hi)
-            hi = self.curriculum.level
+            if not (self.curriculum.mix and rng.random() < self.curriculum.mix):
+                hi = self.curriculum.level
         return int(rng.integers(lo, hi + 1))
 
     def range_at(self, split: str, level: int | None) -> tuple[int, int]:
@@ -272,7 +283,12 @@ class TaskDataModule(LightningDataModule):
         lo, hi = self.difficulty_range(split)
         if split == "train" and self.curriculum is not None:
             self.curriculum.clamp(lo, hi)
-            hi = self.curriculum.level
+            mix = self.curriculum.mix
+            if not mix:
+                return uniform_ints(u, lo, self.curriculum.level)
+            whole = u < mix  # one uniform picks the range and, rescaled, the difficulty in it
+            u = np.where(whole, u / mix, (u - mix) / (1 - mix))
+            return uniform_ints(u, lo, np.where(whole, hi, self.curriculum.level))
         return uniform_ints(u, lo, hi)
 
     def make_split(self, split: str, n: int | None = None, start: int = 0) -> dict[str, Tensor]:

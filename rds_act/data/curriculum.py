@@ -20,10 +20,17 @@ class Curriculum:
     sample's own exit step) or ``oracle`` (at each sample's t*, the step with the lowest loss:
     what a loss at t* alone trains, such as ``better_plsd`` with ``ds_weight=0``, under which
     the last step is never trained and ``final`` would never promote).
+
+    ``mix`` is the share of training samples drawn from the task's whole training range instead
+    (Zaremba & Sutskever's "combined" curriculum). Without it the halting head only ever sees the
+    easy range, where step 1 is right, and halts every harder sample at step 1 when it meets one
+    (on val, or once promoted). The promotion accuracy counts the samples within the level only.
+    Tasks that draw each sample's difficulty (rpc, parity, sparse_transform) support it.
     """
 
     def __init__(
-        self, start: int = 2, step: int = 1, threshold: float = 0.9, metric: str = "final"
+        self, start: int = 2, step: int = 1, threshold: float = 0.9, metric: str = "final",
+        mix: float = 0.0,
     ):
         for key, value in (("start", start), ("step", step)):
             if not is_positive_int(value):
@@ -35,6 +42,12 @@ class Curriculum:
                 f"task.datamodule.curriculum.threshold={threshold!r} must be a number in [0, 1]"
             )
         check_choice("task.datamodule.curriculum.metric", metric, METRICS)
+        if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix < 1.0:
+            raise ConfigError(
+                f"task.datamodule.curriculum.mix={mix!r} must be a number in [0, 1) (the share of "
+                "training samples drawn from the whole range)"
+            )
+        self.mix = float(mix)
         self.step, self.threshold = step, float(threshold)
         self.metric = metric
         self.level = start

@@ -123,6 +123,8 @@ class MazeDataModule(TaskDataModule):
 
     name = "maze"
 
+    mixes_curriculum = False
+
     def __init__(
         self, size: int = 9, ood_size: int = 11, min_dist: int = 2, max_dist: int = 12,
         ood_max_dist: int = 16, n_mazes: int | None = 1000, augment: bool = True,

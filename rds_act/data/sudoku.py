@@ -134,6 +134,8 @@ class SudokuDataModule(TaskDataModule):
 
     name = "sudoku"
 
+    mixes_curriculum = False
+
     def __init__(
         self, size: int = 9, min_blanks: int | None = None, max_blanks: int | None = None,
         ood_max_blanks: int | None = None, n_puzzles: int | None = 1000, augment: bool = True,
