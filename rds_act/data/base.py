@@ -223,8 +223,8 @@ class TaskDataModule(LightningDataModule):
             if self.curriculum.mix and not self.mixes_curriculum:
                 raise ConfigError(
                     f"task.datamodule.curriculum.mix={self.curriculum.mix} is not supported by "
-                    f"task={getattr(self, 'name', type(self).__name__)}: its training set is fixed and capped at the level; "
-                    "allowed: 0"
+                    f"task={getattr(self, 'name', type(self).__name__)}: its training set is "
+                    "fixed and capped at the level; allowed: 0"
                 )
         self._train_key: tuple[int, int | None] = (0, None)
         self.data: dict[str, TensorDictDataset] = {}
