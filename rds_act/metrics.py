@@ -5,6 +5,7 @@ All of them score each sample at its own exit step; none looks at a batch's post
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,17 +78,25 @@ def changed_stats(sq_exit: Tensor, batch: dict[str, Tensor]) -> Tensor:
 def prediction_rows(record: ExitRecord, split: str, index: Tensor) -> list[dict]:
     """One row per sample (columns ``PREDICTION_COLUMNS``) from which every metric can be recomputed."""
     n = index.shape[0]
-    required = record.steps_required if record.steps_required is not None else torch.zeros(n)
-    difficulty = record.difficulty.tolist() if record.difficulty is not None else [""] * n
-    error = record.sq_error_exit.tolist() if record.sq_error_exit is not None else [""] * n
-    cells = record.cell_acc_exit.tolist() if record.cell_acc_exit is not None else [""] * n
-    columns = zip(
-        index.tolist(), record.exit_step.tolist(), record.oracle_step.tolist(), required.tolist(),
-        difficulty, record.correct_exit.int().tolist(), record.correct_oracle.int().tolist(),
-        record.correct_final.int().tolist(), record.loss_exit.tolist(), record.loss_first.tolist(),
-        record.loss_oracle.tolist(), error, cells, strict=True,
-    )
-    return [dict(zip(PREDICTION_COLUMNS, (split, *row, record.steps), strict=True)) for row in columns]
+
+    def listed(values: Tensor | None, missing: object = "") -> list:
+        return [missing] * n if values is None else values.tolist()
+
+    columns = {
+        "split": [split] * n, "index": index.tolist(), "exit_step": listed(record.exit_step),
+        "oracle_step": listed(record.oracle_step),
+        "steps_required": listed(record.steps_required, missing=0.0),
+        "difficulty": listed(record.difficulty), "correct": listed(record.correct_exit.int()),
+        "correct_oracle": listed(record.correct_oracle.int()),
+        "correct_final": listed(record.correct_final.int()), "loss": listed(record.loss_exit),
+        "loss_first": listed(record.loss_first), "loss_oracle": listed(record.loss_oracle),
+        "error": listed(record.sq_error_exit), "cell_acc": listed(record.cell_acc_exit),
+        "steps": [record.steps] * n,
+    }
+    # by name: a column the schema lists and this table lacks (or the reverse) fails here
+    if set(columns) != set(PREDICTION_COLUMNS):
+        raise KeyError(f"prediction columns {sorted(columns)} differ from the schema {PREDICTION_COLUMNS}")
+    return [{name: columns[name][i] for name in PREDICTION_COLUMNS} for i in range(n)]
 
 
 def gather_rows(rows: list[dict]) -> list[dict]:
@@ -103,74 +112,60 @@ def gather_rows(rows: list[dict]) -> list[dict]:
     return sorted(merged, key=lambda row: (splits.index(row["split"]), row["index"]))
 
 
-class _SampleMean(Metric):
-    """Mean over samples of a per-sample quantity; ``value`` returns (values, mask or None)."""
+def _known_required(rule: Callable[[ExitRecord], Tensor]) -> Callable[[ExitRecord], Tensor | None]:
+    """``rule`` over the samples whose task knows their true step count (None: none does)."""
+    def value(r: ExitRecord) -> Tensor | None:
+        return None if r.steps_required is None else rule(r)[r.steps_required > 0]
+    return value
+
+
+# The metrics that are a mean over samples of one per-sample value (None: not defined for this
+# task); docs/metrics.md defines each.
+SAMPLE_MEANS: dict[str, Callable[[ExitRecord], Tensor | None]] = {
+    "acc": lambda r: r.correct_exit,              # right at its own exit step
+    "oracle_acc": lambda r: r.correct_oracle,     # right at t*: a perfect halting rule's score
+    "final_acc": lambda r: r.correct_final,       # right at T_max: never halting early
+    "loss": lambda r: r.loss_exit,                # task loss at the exit step
+    "avg_exit": lambda r: r.exit_step,            # E[exit step], 1-based
+    "oracle_step": lambda r: r.oracle_step,       # E[t*], 1-based
+    "esa": lambda r: r.exit_step == r.oracle_step,                  # P(exit == t*)
+    "csr": lambda r: 1.0 - r.exit_step.double() / r.steps,          # 1 - E[exit] / T_max
+    "oracle_csr": lambda r: 1.0 - r.oracle_step.double() / r.steps,  # 1 - E[t*] / T_max
+    "over_rate": _known_required(lambda r: r.exit_step > r.steps_required),
+    "under_rate": _known_required(lambda r: r.exit_step < r.steps_required),
+    "avg_required": _known_required(lambda r: r.steps_required),
+}
+# defined for some tasks only: regression (mse) and one label per cell (cell_acc)
+REGRESSION_MEANS = {"mse": lambda r: r.sq_error_exit}
+PER_CELL_MEANS = {"cell_acc": lambda r: r.cell_acc_exit}  # share of answer cells right at the exit
+_ALL_MEANS = {**SAMPLE_MEANS, **REGRESSION_MEANS, **PER_CELL_MEANS}
+
+
+class SampleMean(Metric):
+    """Mean over a split's samples of the per-sample value that the table names ``name`` (None:
+    undefined for this batch, nothing counted); NaN while no sample counted. Held by name, not
+    by function, so the metric pickles (ddp_spawn)."""
 
     full_state_update = False
     higher_is_better: bool | None = None
 
-    def __init__(self, **kwargs):
+    def __init__(self, name: str, **kwargs):
         super().__init__(**kwargs)
+        if name not in _ALL_MEANS:
+            raise KeyError(f"no per-sample mean is named {name!r}; the table has {sorted(_ALL_MEANS)}")
+        self.name = name
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def value(self, r: ExitRecord) -> tuple[Tensor, Tensor | None]:
-        raise NotImplementedError
-
     def update(self, record: ExitRecord) -> None:
-        values, mask = self.value(record)
+        values = _ALL_MEANS[self.name](record)
         if values is None:
             return
-        values = values.double()
-        if mask is not None:
-            values = values[mask]
-        self.total += values.sum()
+        self.total += values.double().sum()
         self.count += values.numel()
 
     def compute(self) -> Tensor:
         return self.total / self.count if self.count > 0 else torch.tensor(float("nan"))
-
-
-class ExitAccuracy(_SampleMean):
-    """Accuracy of each sample's prediction at its own exit step."""
-
-    def value(self, r):
-        return r.correct_exit, None
-
-
-class OracleAccuracy(_SampleMean):
-    """Accuracy at t*: what a perfect halting rule would score with this backbone."""
-
-    def value(self, r):
-        return r.correct_oracle, None
-
-
-class FinalAccuracy(_SampleMean):
-    """Accuracy at T_max: what never halting early scores."""
-
-    def value(self, r):
-        return r.correct_final, None
-
-
-class CellAccuracy(_SampleMean):
-    """Share of answer cells right at each sample's exit (tasks with one label per cell)."""
-
-    def value(self, r):
-        return r.cell_acc_exit, None
-
-
-class ExitLoss(_SampleMean):
-    """Task loss at the exit step."""
-
-    def value(self, r):
-        return r.loss_exit, None
-
-
-class ExitMSE(_SampleMean):
-    """Mean squared error at the exit step (regression tasks)."""
-
-    def value(self, r):
-        return r.sq_error_exit, None
 
 
 class ChangedRelativeMSE(Metric):
@@ -193,74 +188,6 @@ class ChangedRelativeMSE(Metric):
         if n <= 0:
             return torch.tensor(float("nan"))
         return (sq / n) / (y2 / n - (y / n) ** 2)
-
-
-class AverageExit(_SampleMean):
-    """E[exit step], 1-based."""
-
-    def value(self, r):
-        return r.exit_step, None
-
-
-class AverageOracleStep(_SampleMean):
-    """E[t*], 1-based."""
-
-    def value(self, r):
-        return r.oracle_step, None
-
-
-class ExitOracleAgreement(_SampleMean):
-    """ESA = P(exit step == t*)."""
-
-    def value(self, r):
-        return r.exit_step == r.oracle_step, None
-
-
-class ComputeSavingRate(_SampleMean):
-    """CSR = 1 - E[exit] / T_max."""
-
-    def value(self, r):
-        return 1.0 - r.exit_step.double() / r.steps, None
-
-
-class OracleComputeSavingRate(_SampleMean):
-    """1 - E[t*] / T_max: the saving a perfect halting rule would get."""
-
-    def value(self, r):
-        return 1.0 - r.oracle_step.double() / r.steps, None
-
-
-class _RequiredMean(_SampleMean):
-    """Only counts samples whose task knows the true step count."""
-
-    def rule(self, r: ExitRecord) -> Tensor:
-        raise NotImplementedError
-
-    def value(self, r):
-        if r.steps_required is None:
-            return None, None
-        return self.rule(r), r.steps_required > 0
-
-
-class OverRate(_RequiredMean):
-    """P(exit step > steps_required): thinking longer than the task needs."""
-
-    def rule(self, r):
-        return r.exit_step > r.steps_required
-
-
-class UnderRate(_RequiredMean):
-    """P(exit step < steps_required): stopping before the task could be solved."""
-
-    def rule(self, r):
-        return r.exit_step < r.steps_required
-
-
-class AverageRequired(_RequiredMean):
-    """E[steps_required]."""
-
-    def rule(self, r):
-        return r.steps_required
 
 
 class DifficultyExitCorrelation(SpearmanCorrCoef):
@@ -305,19 +232,12 @@ class InferenceGainEfficiency(Metric):
 
 def exit_metrics(prefix: str, regression: bool = False, per_cell: bool = False) -> MetricCollection:
     """The full metric set for one split, keys like ``test/acc``."""
-    metrics = {
-        "acc": ExitAccuracy(), "oracle_acc": OracleAccuracy(), "final_acc": FinalAccuracy(),
-        "loss": ExitLoss(), "avg_exit": AverageExit(), "oracle_step": AverageOracleStep(),
-        "esa": ExitOracleAgreement(), "csr": ComputeSavingRate(),
-        "oracle_csr": OracleComputeSavingRate(), "ige": InferenceGainEfficiency(),
-        "over_rate": OverRate(), "under_rate": UnderRate(), "avg_required": AverageRequired(),
-        "exit_rho": DifficultyExitCorrelation(),
-    }
+    means = [*SAMPLE_MEANS, *(REGRESSION_MEANS if regression else ()), *(PER_CELL_MEANS if per_cell else ())]
+    metrics: dict[str, Metric] = {name: SampleMean(name) for name in means}
+    metrics["ige"] = InferenceGainEfficiency()
+    metrics["exit_rho"] = DifficultyExitCorrelation()
     if regression:
-        metrics["mse"] = ExitMSE()
         metrics["changed_rel_mse"] = ChangedRelativeMSE()
-    if per_cell:  # acc is the whole answer exact (the papers' metric); cell_acc the share of cells
-        metrics["cell_acc"] = CellAccuracy()
     return MetricCollection(metrics, prefix=f"{prefix}/", compute_groups=False)
 
 

@@ -106,3 +106,33 @@ def test_changed_relative_mse_is_the_error_on_changed_coordinates_over_their_var
         metric.update(ExitRecord.from_stack(stack, torch.tensor([2, 2]), changed_sq=sq, batch=batch))
     # changed targets 1,3,1,3,5,7,5,7: variance 5; error 0.5 on each: MSE 0.25
     assert float(metric.compute()) == pytest.approx(0.25 / 5.0)
+
+
+def test_every_split_metric_is_defined_in_docs_and_the_set_pickles():
+    """The per-sample means are one table: each name it logs is defined in docs/metrics.md, and
+    the whole set pickles (a metric holding its function, not its name, would not: ddp_spawn)."""
+    import pickle
+    from pathlib import Path
+
+    metrics = exit_metrics("test", regression=True, per_cell=True)
+    doc = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
+    for key in metrics.keys():
+        assert f"`{key.split('/', 1)[1]}`" in doc, key
+    copy = pickle.loads(pickle.dumps(metrics))
+    stack = make_stack(LOSSES)
+    copy.update(ExitRecord.from_stack(stack, torch.tensor([1, 2, 3])))
+    assert copy.compute()["test/avg_exit"].item() == pytest.approx(2.0)
+
+
+def test_prediction_rows_carry_every_schema_column_by_name():
+    from rds_act.metrics import prediction_rows
+    from rds_act.results import PREDICTION_COLUMNS
+
+    stack = make_stack(LOSSES)
+    record = ExitRecord.from_stack(stack, torch.tensor([1, 2, 3]), steps_required=torch.tensor([2, 0, 1]))
+    rows = prediction_rows(record, "ood", torch.tensor([7, 8, 9]))
+    assert [tuple(row) for row in rows] == [PREDICTION_COLUMNS] * 3
+    assert [row["exit_step"] for row in rows] == [1, 2, 3]
+    assert [row["steps_required"] for row in rows] == [2, 0, 1]
+    assert [row["index"] for row in rows] == [7, 8, 9] and rows[0]["split"] == "ood"
+    assert rows[0]["steps"] == stack.steps and rows[0]["error"] == ""
