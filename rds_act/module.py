@@ -226,6 +226,25 @@ class ACTLitModule(LightningModule):
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """``trainer.gradient_clip_val`` by norm, one norm per objective: where the halting loss
+        sends no gradient into the backbone (``halt_grad=0``), the halting head is clipped on its
+        own, so the size of its gradients cannot shrink the backbone's step either (one global norm
+        over both let the halting targets steer the backbone that halt_grad=0 keeps them off)."""
+        head = getattr(self.model, "halt_head", None)
+        if (not gradient_clip_val or gradient_clip_algorithm not in (None, "norm") or head is None
+                or getattr(self.model, "halt_grad", 1.0) > 0):
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        in_head = {id(p) for p in head.parameters()}
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        for part in ([p for p in params if id(p) in in_head], [p for p in params if id(p) not in in_head]):
+            if part:
+                nn.utils.clip_grad_norm_(part, float(gradient_clip_val))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rds_act_config"] = self.run_config
         checkpoint["rds_act_samples_seen"] = self.samples_seen

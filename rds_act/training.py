@@ -175,8 +175,7 @@ class DeepSupervisionModule(ACTLitModule):
         optimizer.zero_grad()
         self.manual_backward(loss)
         if self.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val,
-                                gradient_clip_algorithm="norm")
+            self.configure_gradient_clipping(optimizer, self.gradient_clip_val, "norm")
         optimizer.step()
         with torch.no_grad():
             steps = carry.steps + 1
