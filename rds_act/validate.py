@@ -101,6 +101,7 @@ RULES: dict[str, Rule] = {
     "task.datamodule.dim": Rule(lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "task.datamodule.frac": UNIT_HALF_OPEN,
     "task.datamodule.noise_std": NON_NEGATIVE,
+    "task.encoder.embed": Rule(lambda v: v in ("linear", "lookup"), "linear or lookup"),
     "eval.threshold": NUMBER_OR_NULL,
     "eval.adaptive": BOOL,
 }

@@ -157,23 +157,48 @@ class PairTokenEncoder(nn.Module):
 
 
 class SequenceTokenEncoder(nn.Module):
-    """Embeds a sequence of integer tokens, ``chunk`` consecutive ones per model token (a linear
-    map of their one-hot codes), with learned positions, plus a final query token that the class
-    readout reads. Parity: entries 0 / -1 / +1; ``chunk=8`` turns 64 entries into 8 tokens.
+    """Embeds a sequence of integer tokens, ``chunk`` consecutive ones per model token, with
+    learned positions, plus a final query token that the class readout reads. Parity: entries
+    0 / -1 / +1; ``chunk=8`` turns 64 entries into 8 tokens.
+
+    ``embed`` says how a chunk becomes a vector. ``linear``: a linear map of its entries' one-hot
+    codes, so a token is the sum of its entries' contributions (counts come for free, any
+    function of the pattern needs the block). ``lookup``: one learned vector per pattern
+    (``n_tokens ** chunk`` of them), so a token can carry any function of its pattern, parity
+    included, from the first step.
     """
 
-    def __init__(self, n_tokens: int, seq_len: int, d_model: int, chunk: int = 1):
+    MAX_PATTERNS = 1 << 16
+
+    def __init__(self, n_tokens: int, seq_len: int, d_model: int, chunk: int = 1,
+                 embed: str = "linear"):
         super().__init__()
         if chunk < 1 or seq_len % chunk:
             raise ConfigError(f"task.encoder.chunk={chunk} must be >= 1 and divide {seq_len}")
-        self.n_tokens, self.chunk = n_tokens, chunk
-        self.embed = nn.Linear(chunk * n_tokens, d_model)
+        if embed not in ("linear", "lookup"):
+            raise ConfigError(f"task.encoder.embed={embed!r} must be one of: linear, lookup")
+        if embed == "lookup" and n_tokens ** chunk > self.MAX_PATTERNS:
+            raise ConfigError(
+                f"task.encoder.embed=lookup with task.encoder.chunk={chunk} needs "
+                f"{n_tokens}**{chunk} = {n_tokens ** chunk} patterns; at most {self.MAX_PATTERNS}"
+                " are allowed (use a smaller chunk or embed=linear)")
+        self.n_tokens, self.chunk, self.kind = n_tokens, chunk, embed
+        if embed == "lookup":
+            self.embed = nn.Embedding(n_tokens ** chunk, d_model)
+            nn.init.normal_(self.embed.weight, std=0.02)
+            self.register_buffer("place", n_tokens ** torch.arange(chunk), persistent=False)
+        else:
+            self.embed = nn.Linear(chunk * n_tokens, d_model)
         self.pos = nn.Parameter(torch.randn(seq_len // chunk, d_model) * 0.02)
         self.query = nn.Parameter(torch.randn(d_model) * 0.02)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        codes = F.one_hot(batch["x"], self.n_tokens).float()  # [B, L, n_tokens]
-        x = self.embed(codes.flatten(1).view(codes.shape[0], -1, self.chunk * self.n_tokens))
+        tokens = batch["x"]  # [B, L] in 0..n_tokens-1
+        if self.kind == "lookup":
+            x = self.embed((tokens.view(tokens.shape[0], -1, self.chunk) * self.place).sum(-1))
+        else:
+            codes = F.one_hot(tokens, self.n_tokens).float()  # [B, L, n_tokens]
+            x = self.embed(codes.view(codes.shape[0], -1, self.chunk * self.n_tokens))
         x = x + self.pos
         return torch.cat([x, self.query.expand(x.shape[0], 1, -1)], dim=1)
 
