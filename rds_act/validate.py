@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rds_act.cli import check_task_variant
 from rds_act.errors import ConfigError
+from rds_act.models.layers import SEQUENCE_EMBEDS
 from rds_act.schema import check_schema, is_number
 
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
@@ -101,7 +102,7 @@ RULES: dict[str, Rule] = {
     "task.datamodule.dim": Rule(lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "task.datamodule.frac": UNIT_HALF_OPEN,
     "task.datamodule.noise_std": NON_NEGATIVE,
-    "task.encoder.embed": Rule(lambda v: v in ("linear", "lookup"), "linear or lookup"),
+    "task.encoder.embed": Rule(lambda v: v in SEQUENCE_EMBEDS, " or ".join(SEQUENCE_EMBEDS)),
     "eval.threshold": NUMBER_OR_NULL,
     "eval.adaptive": BOOL,
 }

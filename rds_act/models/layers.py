@@ -156,6 +156,9 @@ class PairTokenEncoder(nn.Module):
         return self.symbol(x[..., 0]) + self.value_proj(self.symbol(x[..., 1])) + self.role(role)
 
 
+SEQUENCE_EMBEDS = ("linear", "lookup")  # task.encoder.embed of SequenceTokenEncoder
+
+
 class SequenceTokenEncoder(nn.Module):
     """Embeds a sequence of integer tokens, ``chunk`` consecutive ones per model token, with
     learned positions, plus a final query token that the class readout reads. Parity: entries
@@ -175,8 +178,8 @@ class SequenceTokenEncoder(nn.Module):
         super().__init__()
         if chunk < 1 or seq_len % chunk:
             raise ConfigError(f"task.encoder.chunk={chunk} must be >= 1 and divide {seq_len}")
-        if embed not in ("linear", "lookup"):
-            raise ConfigError(f"task.encoder.embed={embed!r} must be one of: linear, lookup")
+        if embed not in SEQUENCE_EMBEDS:
+            raise ConfigError(f"task.encoder.embed={embed!r} must be one of: {', '.join(SEQUENCE_EMBEDS)}")
         if embed == "lookup" and n_tokens ** chunk > self.MAX_PATTERNS:
             raise ConfigError(
                 f"task.encoder.embed=lookup with task.encoder.chunk={chunk} needs "
