@@ -96,7 +96,7 @@ def load_module(
     ckpt = load_checkpoint(cfg.get("ckpt_path"))
     cfg = merge_run_config(cfg, ckpt["rds_act_config"], overrides)
     validate_config(cfg)  # before the seed is used
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     module, datamodule = build_module(cfg, validated=True)
     check_fits(module, cfg.ckpt_path)
     module.load_state_dict(ckpt["state_dict"])

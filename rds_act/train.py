@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     failed (a non-finite loss: exit 2), never a success.
     """
     validate_config(cfg)  # before anything reads a value (the seed first)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     choices = HydraConfig.get().runtime.choices
     out_dir = HydraConfig.get().runtime.output_dir
     module = trainer = init_samples = None

@@ -57,3 +57,15 @@ def test_cli_trains_with_lookup_and_refuses_an_unknown_embed(tmp_path):
     assert bad.stderr.strip().splitlines() == [
         "error: task.encoder.embed='hash' is not allowed; allowed: linear or lookup"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_table_too_large_is_the_only_line(tmp_path):
+    """A check the constructor makes (after the seed is set) still reaches the user as the one
+    line on either stream: no "Seed set to" line before it."""
+    bad = run_cli("rds_act.train", ["task=parity", "task.encoder.chunk=12", "task.encoder.embed=lookup",
+                                    *TINY, f"hydra.run.dir={tmp_path / 'big'}"], tmp_path)
+    assert bad.returncode == 2, bad.stderr[-2000:]
+    lines = (bad.stdout + bad.stderr).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: task.encoder.embed=lookup with task.encoder.chunk=12 needs 3**12 = 531441"), lines
+    assert not (tmp_path / "big").exists()
