@@ -4,10 +4,11 @@ each split draws its non-zero counts from the protocol's range, and overrides wi
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, run_cli
+from helpers import TINY, run_cli, run_script
 from omegaconf import OmegaConf
 
 from rds_act.build import build_module
@@ -146,3 +147,18 @@ def test_cli_unknown_variant_is_one_error_line(tmp_path):
         "error: task.datamodule.variant='foo' is unknown; allowed: pondernet, graves, hybrid"]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_rho_ceiling_script(capsys):
+    """scripts/parity_rho_ceiling.py: with one entry per token the odd tokens are the +1s (ρ with
+    the count high on test); the wider the chunk, the less the odd tokens follow the count, and
+    past the training range (ood) not at all at four entries. A bad option is one error line."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "parity_rho_ceiling.py"
+    code, out, err = run_script(script, ["chunks=1,4", "n=4000"], capsys)
+    assert code == 0, err
+    rows = {ln.split("|")[1].strip(): [float(c) for c in ln.split("|")[3:5]]
+            for ln in out.splitlines() if ln.startswith(("| test", "| ood"))}
+    assert rows["test"][0] > 0.9 and rows["test"][1] < rows["test"][0]
+    assert abs(rows["ood"][1]) < 0.15 < rows["ood"][0]
+    code, out, err = run_script(script, ["n=many"], capsys)
+    assert code == 2 and err.strip() == "error: n='many' must be an integer", err
