@@ -5,6 +5,7 @@ chunk's parity from the first step, so the number of odd tokens, not the count, 
 to combine; an exit rule driven by it cannot follow the count better than this ρ.
 
     python scripts/parity_rho_ceiling.py [task.datamodule.variant=pondernet] [chunks=1,2,4,8] [n=20000]
+    python scripts/parity_rho_ceiling.py ckpt_path=<run>/checkpoints/last.ckpt   # the task a run trained on
 
 Prints a markdown table (split, count range, then ρ per chunk size).
 """
@@ -15,7 +16,7 @@ import sys
 
 import numpy as np
 import torch
-from _common import compose_from_argv, run_main
+from _common import build, compose_from_argv, run_main
 from hydra.utils import instantiate
 from torchmetrics.functional import spearman_corrcoef
 
@@ -52,7 +53,7 @@ def main() -> None:
     chunks, n, rest = parse(sys.argv[1:])
     sys.argv[1:] = ["task=parity", *rest]
     cfg = compose_from_argv()
-    dm = instantiate(cfg.task.datamodule)
+    dm = build(cfg)[1] if cfg.get("ckpt_path") else instantiate(cfg.task.datamodule)
     print(f"variant={dm.variant}, {dm.dim} entries, {n} samples a split\n")
     print("| split | non-zero entries | " + " | ".join(f"chunk {c}" for c in chunks) + " |")
     print("|---|---|" + "---|" * len(chunks))
