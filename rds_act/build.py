@@ -34,8 +34,8 @@ def build_module(
     dirs, as Hydra URLs) are recorded with the config the module saves in its checkpoints, so
     evaluation can compose the same groups again, a user's own included.
 
-    ``cfg.eval.exit_rule`` / ``cfg.eval.threshold`` (eval config only) pick the exit rule used when
-    evaluating; without them the strategy's own halting rule decides.
+    ``cfg.eval.exit_rule`` / ``cfg.eval.threshold`` pick the exit rule used when evaluating
+    (validation, test); without them the strategy's own halting rule decides.
     """
     if not validated:  # the entry points validate once, before the seed is used
         validate_config(cfg)  # every typed value, before anything is built

@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning import LightningDataModule
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from rds_act.act.calibrate import calibrate, check_calibratable, rule_at
+from rds_act.act.calibrate import calibrate, candidate_thresholds, check_calibratable, rule_at
 from rds_act.act.fixed import Fixed
 from rds_act.adaptive import adaptive_eval, check_adaptive
 from rds_act.build import build_trainer
@@ -29,6 +29,7 @@ from rds_act.cli import (
     one_line_errors,
 )
 from rds_act.data.base import named_loaders
+from rds_act.errors import ConfigError, check_range
 from rds_act.interrupt import deferred_signals, signals_interrupt
 from rds_act.module import ACTLitModule
 from rds_act.results import collect_metrics, save_results, write_metrics
@@ -70,24 +71,40 @@ def run_eval(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def calibration_options(module: ACTLitModule, cfg: DictConfig) -> dict | None:
+    """``eval.calibrate``'s options, checked against the module's strategy and task (None without
+    ``max_drop``): a bad value is one line before any work, not after a training run."""
+    options = OmegaConf.select(cfg, "eval.calibrate", default=None) or {}
+    if options.get("max_drop") is None:
+        return None
+    name = cfg.eval.exit_rule
+    check_calibratable(name, module.act, cfg.eval.get("threshold"))
+    max_drop, delta = options["max_drop"], options.get("delta", 0.1)
+    for key, value in (("max_drop", max_drop), ("delta", delta)):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"eval.calibrate.{key}={value!r} is not allowed; allowed: a number in [0, 1]")
+        check_range(f"eval.calibrate.{key}", value, 0.0, 1.0)
+    candidates = options.get("candidates", 40)
+    if isinstance(candidates, ListConfig):  # a list of thresholds of the user's choosing
+        candidates = OmegaConf.to_container(candidates)
+    candidate_thresholds(name, candidates)
+    return {"name": name, "max_drop": float(max_drop), "delta": float(delta), "candidates": candidates}
+
+
 def calibrate_exit(module: ACTLitModule, datamodule: LightningDataModule, cfg: DictConfig) -> dict:
     """Set ``module.exit_rule`` to the calibrated rule when ``eval.calibrate.max_drop`` is given;
     returns the calibration's metrics (none without it)."""
-    options = OmegaConf.select(cfg, "eval.calibrate", default=None) or {}
-    if options.get("max_drop") is None:
+    options = calibration_options(module, cfg)
+    if options is None:
         return {}
-    name, kind = cfg.eval.exit_rule, module.task_loss.kind
-    check_calibratable(name, module.act, cfg.eval.get("threshold"))
+    name, kind = options["name"], module.task_loss.kind
     datamodule.setup("validate")
     module.eval()
     with torch.no_grad():
         stacks = [module.stack(batch, module.steps_for("val"))
                   for batch in named_loaders(datamodule.val_dataloader(), "validate")["val"]]
-    candidates = options.get("candidates", 40)
-    if isinstance(candidates, ListConfig):  # a list of thresholds of the user's choosing
-        candidates = OmegaConf.to_container(candidates)
-    result = calibrate(name, module.act, stacks, kind, float(options["max_drop"]),
-                       float(options.get("delta", 0.1)), candidates)
+    result = calibrate(name, module.act, stacks, kind, options["max_drop"], options["delta"],
+                       options["candidates"])
     module.exit_rule = (Fixed() if result.threshold is None
                         else rule_at(name, module.act, result.threshold, kind))
     chosen = "none certified: every step runs" if result.threshold is None else f"{result.threshold:.4g}"

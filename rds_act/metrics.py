@@ -5,6 +5,7 @@ All of them score each sample at its own exit step; none looks at a batch's post
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -195,6 +196,13 @@ class DifficultyExitCorrelation(SpearmanCorrCoef):
 
     NaN when the task has no difficulty or when exits (or difficulties) are all equal.
     """
+
+    def __init__(self, **kwargs):
+        # torchmetrics warns on every construction that the buffer keeps every pair: here two
+        # numbers per evaluated sample, and the warning would land before a user's error line
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save all")
+            super().__init__(**kwargs)
 
     def update(self, record: ExitRecord) -> None:  # type: ignore[override]
         if record.difficulty is not None:

@@ -27,6 +27,7 @@ from rds_act.cli import (
     user_search_path,
 )
 from rds_act.errors import ConfigError, disk_full, disk_full_line
+from rds_act.eval import calibrate_exit, calibration_options
 from rds_act.interrupt import deferred_signals, signals_interrupt
 from rds_act.memory import check_memory
 from rds_act.results import collect_metrics, save_results, write_metrics
@@ -76,6 +77,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 check_fits(module, cfg.ckpt_path)  # one line for a missing, corrupt or foreign file
             elif cfg.get("init_from"):  # a resume restores its own weights, warm-started or not
                 init_samples = init_weights(module, str(cfg.init_from))
+            calibration = calibration_options(module, cfg)  # checked now, used after fitting
+            if calibration is not None and not cfg.get("test"):
+                raise ConfigError(f"eval.calibrate.max_drop={calibration['max_drop']} with test=false: "
+                                  "the calibrated exit is for the test after fitting; drop one of them")
             stopped.trainer = trainer = build_trainer(cfg)
             phase[0] = "fit"
             check_memory(module, datamodule, cfg)  # sets the data up: a signal there is recorded
@@ -88,6 +93,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 metrics["init/samples"] = float(init_samples)
             if cfg.get("test"):
                 best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                if calibration is not None:  # on the weights the test reads, as rds-act-eval does
+                    phase[0] = "while calibrating the exit"
+                    if best:
+                        module.load_state_dict(load_checkpoint(best)["state_dict"])
+                    metrics.update(calibrate_exit(module, datamodule, cfg))
+                    phase[0] = "in the test pass"
                 trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
                 metrics.update(collect_metrics(trainer, ("test", "ood")))
             stopped.check()

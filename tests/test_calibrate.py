@@ -106,6 +106,38 @@ def test_bad_calibration_input_is_one_line(checkpoint):
     assert "Traceback" not in proc.stderr and not (root / "bad").exists()
 
 
+def test_rds_act_train_tests_with_the_calibrated_exit(tmp_path):
+    """eval.calibrate on rds-act-train: after fitting, the threshold is chosen on val on the
+    checkpoint the test reads, and the run's own test is what rds-act-eval of that checkpoint
+    with the same options reports."""
+    args = [*TINY, "trainer.max_epochs=3", "trainer.enable_progress_bar=false", "callbacks=default",
+            "eval.exit_rule=entropy", "eval.calibrate.max_drop=0.2"]
+    proc = run_cli("rds_act.train", [*args, f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "calibrated eval.exit_rule=entropy" in proc.stdout
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["calibrate/max_drop"] == 0.2 and m["calibrate/tested"] >= 1
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")
+    same = ["eval.exit_rule=entropy", "eval.calibrate.max_drop=0.2"]
+    proc = run_cli("rds_act.eval", [f"ckpt_path={best}", *same, f"hydra.run.dir={tmp_path}/eval"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in ("calibrate/threshold", "calibrate/val_harm", "test/acc", "test/avg_exit", "ood/acc"):
+        assert m[key] == again[key] or (math.isnan(m[key]) and math.isnan(again[key])), key
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["eval.calibrate.max_drop=abc"], "eval.calibrate.max_drop='abc'"),
+    (["eval.calibrate.max_drop=0.1", "eval.exit_rule=oracle"], "only rules with a threshold"),
+    (["eval.calibrate.max_drop=0.1", "test=false"], "eval.calibrate.max_drop=0.1 with test=false"),
+])
+def test_rds_act_train_refuses_a_bad_calibration_before_training(tmp_path, extra, named):
+    proc = run_cli("rds_act.train", [*TINY, *extra, f"hydra.run.dir={tmp_path}/bad"], tmp_path)
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and named in lines[0], lines
+    assert not (tmp_path / "bad").exists()
+
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "exit_rules_table.py"
 
 
