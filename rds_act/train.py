@@ -93,13 +93,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 metrics["init/samples"] = float(init_samples)
             if cfg.get("test"):
                 best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-                if calibration is not None:  # on the weights the test reads, as rds-act-eval does
+                if best:  # its saved weights, as rds-act-eval reads them: under callbacks=ema the
+                    # average (Lightning's EMA callback, given ckpt_path after fit, restores the raw ones)
+                    module.load_state_dict(load_checkpoint(best)["state_dict"])
+                if calibration is not None:  # on the weights the test reads
                     phase[0] = "while calibrating the exit"
-                    if best:
-                        module.load_state_dict(load_checkpoint(best)["state_dict"])
                     metrics.update(calibrate_exit(module, datamodule, cfg))
                     phase[0] = "in the test pass"
-                trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+                print(f"testing {best or 'the final weights'} on the test and ood splits", flush=True)
+                trainer.test(module, datamodule=datamodule, verbose=False)
                 metrics.update(collect_metrics(trainer, ("test", "ood")))
             stopped.check()
             phase[0] = "while writing results"

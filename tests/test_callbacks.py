@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
-from helpers import TINY
+from helpers import TINY, run_cli
 
 from rds_act.build import build_module, build_trainer
 
@@ -43,3 +45,20 @@ def test_last_checkpoint_is_the_newest_epoch_not_the_best(compose_cfg, tmp_path)
     assert torch.load(checkpoints / "epoch000.ckpt", weights_only=False)["epoch"] == 0
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["epoch"] == 2
     assert trainer.checkpoint_callback.best_model_path.endswith("epoch000.ckpt")
+
+
+def test_the_runs_own_test_reads_the_averaged_weights(tmp_path):
+    """Under callbacks=ema the test after fitting reads the best checkpoint's averaged weights,
+    as rds-act-eval of that checkpoint does (Lightning's callback, handed the checkpoint after
+    fitting, would put the raw weights back: here they differ, 125 steps at decay 0.999)."""
+    args = ["task.datamodule.n_train=4000", "task.datamodule.n_val=256", "task.datamodule.n_test=256",
+            "task.datamodule.n_ood=128", "logger=none", "trainer.max_epochs=4",
+            "trainer.enable_progress_bar=false", "callbacks=ema"]
+    proc = run_cli("rds_act.train", [*args, f"hydra.run.dir={tmp_path}/run"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (best,) = (tmp_path / "run" / "checkpoints").glob("epoch*.ckpt")
+    proc = run_cli("rds_act.eval", [f"ckpt_path={best}", f"hydra.run.dir={tmp_path}/eval"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    own, again = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("run", "eval"))
+    for key in ("test/acc", "test/final_acc", "test/avg_exit", "ood/acc"):
+        assert own[key] == again[key], (key, own[key], again[key])

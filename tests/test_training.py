@@ -269,12 +269,12 @@ def test_a_signal_in_the_test_pass_leaves_an_interrupted_record(tmp_path, signum
             "task.datamodule.n_test=20000", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
             f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen([sys.executable, "-m", "rds_act.train", *args], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     testing = threading.Event()
 
-    def watch() -> None:  # trainer.test on the best checkpoint says so first
-        for line in proc.stderr:
-            if "Restoring states from the checkpoint" in line:
+    def watch() -> None:  # the test pass on the best checkpoint says so first
+        for line in proc.stdout:
+            if line.startswith("testing ") and "on the test and ood splits" in line:
                 testing.set()
 
     threading.Thread(target=watch, daemon=True).start()
