@@ -29,7 +29,6 @@ from rds_act.cli import (
     one_line_errors,
 )
 from rds_act.data.base import named_loaders
-from rds_act.errors import ConfigError, check_range
 from rds_act.interrupt import deferred_signals, signals_interrupt
 from rds_act.module import ACTLitModule
 from rds_act.results import collect_metrics, save_results, write_metrics
@@ -78,17 +77,13 @@ def calibration_options(module: ACTLitModule, cfg: DictConfig) -> dict | None:
     if options.get("max_drop") is None:
         return None
     name = cfg.eval.exit_rule
-    check_calibratable(name, module.act, cfg.eval.get("threshold"))
-    max_drop, delta = options["max_drop"], options.get("delta", 0.1)
-    for key, value in (("max_drop", max_drop), ("delta", delta)):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(f"eval.calibrate.{key}={value!r} is not allowed; allowed: a number in [0, 1]")
-        check_range(f"eval.calibrate.{key}", value, 0.0, 1.0)
+    check_calibratable(name, module.act, cfg.eval.get("threshold"))  # their ranges: validate.py
     candidates = options.get("candidates", 40)
     if isinstance(candidates, ListConfig):  # a list of thresholds of the user's choosing
         candidates = OmegaConf.to_container(candidates)
     candidate_thresholds(name, candidates)
-    return {"name": name, "max_drop": float(max_drop), "delta": float(delta), "candidates": candidates}
+    return {"name": name, "max_drop": float(options["max_drop"]), "delta": float(options.get("delta", 0.1)),
+            "candidates": candidates}
 
 
 def calibrate_exit(module: ACTLitModule, datamodule: LightningDataModule, cfg: DictConfig) -> dict:

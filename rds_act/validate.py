@@ -48,6 +48,7 @@ UNIT_OPEN = Rule(lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)")
 UNIT_HALF_OPEN = Rule(lambda v: _is_num(v) and 0 < v <= 1, "a number in (0, 1]")
 NUMBER_OR_NULL = Rule(lambda v: v is None or _is_num(v), "a number or null")
 UNIT = Rule(lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]")
+UNIT_OR_NULL = Rule(lambda v: v is None or (_is_num(v) and 0 <= v <= 1), "a number in [0, 1] or null")
 BOOL = Rule(lambda v: isinstance(v, bool), "true or false")
 INT_GE1_OR_NULL = Rule(lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or null")
 BETAS = Rule(lambda v: isinstance(v, list | tuple) and len(v) == 2
@@ -104,6 +105,8 @@ RULES: dict[str, Rule] = {
     "task.datamodule.noise_std": NON_NEGATIVE,
     "task.encoder.embed": Rule(lambda v: v in SEQUENCE_EMBEDS, " or ".join(SEQUENCE_EMBEDS)),
     "eval.threshold": NUMBER_OR_NULL,
+    "eval.calibrate.max_drop": UNIT_OR_NULL,
+    "eval.calibrate.delta": UNIT,
     "eval.adaptive": BOOL,
 }
 _MISSING = object()
