@@ -3,8 +3,9 @@
     python scripts/exit_rules_table.py <run dir> [<run dir> ...] [max_drop=0.01] [delta=0.1]
         [rules=halt_head,entropy,stability,kl,acceleration[,routing]] [out=outputs/exit_rules/<time>]
 
-For each run (its best checkpoint, epochNNN.ckpt by the run's own checkpoint monitor, else last.ckpt) and each rule, runs ``rds-act-eval
-eval.exit_rule=<rule> eval.calibrate.max_drop=<max_drop>`` into ``out/<run>_<rule>/`` and prints
+For each run (its best checkpoint, epochNNN.ckpt by the run's own checkpoint monitor, else
+last.ckpt) and each rule, runs ``rds-act-eval eval.exit_rule=<rule>
+eval.calibrate.max_drop=<max_drop>`` into ``out/<run>_<rule>/`` and prints
 a markdown table per rule, mean ± std over the runs: test accuracy at exit, the last step's, the
 realised drop (last − exit), the average exit, the compute saved (1 − exit / T_max), the same
 drop on ood (which the calibration does not cover), and the thresholds chosen. A rule a run
