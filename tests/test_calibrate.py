@@ -27,11 +27,11 @@ def test_binomial_cdf_matches_the_sum_by_hand():
     assert binomial_cdf(5, 5, 0.3) == pytest.approx(1.0)
 
 
-def halting_stack(n: int = 400, wrong_at_1: int = 40) -> StepStack:
-    """Three steps; σ(halt) is 0.6, 0.9, 0.99 at steps 1..3 for every sample; every answer is
+def halting_stack(n: int = 400, wrong_at_1: int = 40, sigma=(0.6, 0.9, 0.99)) -> StepStack:
+    """Three steps; σ(halt) is ``sigma`` at steps 1..3 for every sample; every answer is
     right at steps 2 and 3, and ``wrong_at_1`` samples are wrong at step 1."""
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
-    halt = torch.tensor([logit(0.6), logit(0.9), logit(0.99)])[:, None].expand(3, n)
+    halt = torch.tensor([logit(p) for p in sigma])[:, None].expand(3, n)
     logits = torch.stack([halt, torch.zeros(3, n)], -1)
     correct = torch.ones(3, n, dtype=torch.bool)
     correct[0, :wrong_at_1] = False
@@ -52,6 +52,15 @@ def test_the_most_aggressive_certified_threshold_is_chosen():
     cal = calibrate("halt_head", PLSD(), [halting_stack()], "classification", max_drop=0.001)
     assert cal.threshold is None and cal.val_avg_exit == 3.0
     assert math.isnan(cal.metrics()["calibrate/threshold"])
+
+
+def test_a_saturated_head_gets_thresholds_between_its_steps():
+    # a head sure at every step (σ 0.985, 0.995, 0.9995): exiting at step 1 loses 10%, at step 2
+    # nothing. A grid even in σ jumps from 0.999 (step 3) to 0.975 (step 1, rejected) and so runs
+    # every step; the logit grid has thresholds between 0.985 and 0.995, which exit at step 2
+    stack = halting_stack(sigma=(0.985, 0.995, 0.9995))
+    cal = calibrate("halt_head", PLSD(), [stack], "classification", max_drop=0.05)
+    assert 0.985 <= cal.threshold < 0.995 and cal.val_avg_exit == 2.0 and cal.val_harm == 0.0
 
 
 def test_calibration_values_are_checked():

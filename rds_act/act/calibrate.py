@@ -34,8 +34,16 @@ CANDIDATES: dict[str, Callable[[int], list[float]]] = {
     "acceleration": lambda n: torch.logspace(-4, 0, n).tolist(),
     "routing": lambda n: torch.logspace(-5, math.log10(3.0), n).tolist(),  # nats, as entropy
     "stability": lambda n: (1 - torch.logspace(-7, math.log10(0.5), n)).tolist(),
-    "halt_head": lambda n: torch.linspace(0.999, 0.05, n).tolist(),  # sigma(halt) > threshold
+    "halt_head": lambda n: logit_grid(0.999, 0.05, n),  # sigma(halt) > threshold
 }
+
+
+def logit_grid(high: float, low: float, n: int) -> list[float]:
+    """``n`` probabilities from ``high`` down to ``low``, evenly spaced in the logit. A halting
+    head trained by BCE saturates: its exits move most between σ 0.97 and 0.999, where a grid
+    even in σ (step ~0.024 at 40) has a single point."""
+    ends = torch.logit(torch.tensor([high, low], dtype=torch.float64))
+    return torch.sigmoid(torch.linspace(float(ends[0]), float(ends[1]), n, dtype=torch.float64)).tolist()
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
