@@ -63,6 +63,14 @@ def test_a_saturated_head_gets_thresholds_between_its_steps():
     assert 0.985 <= cal.threshold < 0.995 and cal.val_avg_exit == 2.0 and cal.val_harm == 0.0
 
 
+def test_the_logit_grid_ends_on_the_numbers_given():
+    # metrics.json shows the chosen threshold: 0.999, not sigmoid(logit(0.999)) = 0.99899...
+    from rds_act.act.calibrate import logit_grid
+
+    grid = logit_grid(0.999, 0.05, 40)
+    assert (grid[0], grid[-1], len(set(grid))) == (0.999, 0.05, 40)
+
+
 def test_calibration_values_are_checked():
     with pytest.raises(ConfigError, match="eval.calibrate.max_drop=2.0 is out of range"):
         calibrate("halt_head", PLSD(), [halting_stack()], "classification", max_drop=2.0)

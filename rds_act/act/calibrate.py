@@ -41,9 +41,11 @@ CANDIDATES: dict[str, Callable[[int], list[float]]] = {
 def logit_grid(high: float, low: float, n: int) -> list[float]:
     """``n`` probabilities from ``high`` down to ``low``, evenly spaced in the logit. A halting
     head trained by BCE saturates: its exits move most between σ 0.97 and 0.999, where a grid
-    even in σ (step ~0.024 at 40) has a single point."""
+    even in σ (step ~0.024 at 40) has a single point. Rounded to 12 digits, so the ends are the
+    numbers given (0.999, not 0.9989999999999999 in metrics.json)."""
     ends = torch.logit(torch.tensor([high, low], dtype=torch.float64))
-    return torch.sigmoid(torch.linspace(float(ends[0]), float(ends[1]), n, dtype=torch.float64)).tolist()
+    grid = torch.sigmoid(torch.linspace(float(ends[0]), float(ends[1]), n, dtype=torch.float64))
+    return [round(p, 12) for p in grid.tolist()]
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
